@@ -1,0 +1,415 @@
+"""Meta-RL Gridworld of Chen & Agrawal (2020), section 3.1, in pure JAX.
+
+A ``size`` x ``size`` grid holds the agent and ``num_blocks`` coloured blocks.
+One block is the goal (+1, episode ends), the others are traps (-1, episode
+ends); every other step gives 0 and the time limit truncates. Which block is
+the goal is never shown: an agent can only find out by trying, which is what
+makes a trial of several episodes on the same task a meta-learning problem.
+
+A *task* fixes the block cells, their colours, the goal and the agent's start
+(:class:`GridworldTask`). ``reset`` samples a fresh task; ``reset_to_task``
+starts an episode of a given one (the meta-RL task interface used by
+:mod:`jaxmeta.trial`).
+
+Cells are numbered row-major, ``cell = row * size + col``. Actions:
+0 up, 1 down, 2 left, 3 right; moving into the border leaves the agent in place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from gymnax.environments import environment, spaces
+
+ACTION_NAMES = ("up", "down", "left", "right")
+# (row, col) displacement of each action.
+_ACTION_DELTAS = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int32)
+
+OBS_MODES = ("multihot", "rgb")
+
+
+@struct.dataclass
+class GridworldTask:
+    """Everything that differs between two tasks. All leaves are int32."""
+
+    block_cells: jax.Array  # (num_blocks,) distinct cells
+    block_colors: jax.Array  # (num_blocks,) distinct palette indices in [0, num_colors)
+    goal_index: jax.Array  # () which block is the goal
+    agent_start: jax.Array  # () start cell, never a block cell
+
+
+@struct.dataclass
+class EnvState(environment.EnvState):
+    agent_cell: jax.Array
+    task: GridworldTask
+    time: jax.Array
+
+
+@struct.dataclass
+class EnvParams(environment.EnvParams):
+    max_steps_in_episode: int = 98
+
+
+def distinct_integers(key: jax.Array, n: int, k: int) -> jax.Array:
+    """``k`` distinct integers drawn uniformly without replacement from ``[0, n)``.
+
+    Every ordered ``k``-tuple of distinct values is equally likely. Costs
+    O(k^2) comparisons and no sort or permutation of all ``n`` values, which
+    keeps environment resets cheap under ``vmap``.
+    """
+    if not 0 <= k <= n:
+        raise ValueError(f"distinct_integers needs 0 <= k <= n, got k={k}, n={n}")
+    ranks = jax.random.randint(key, (k,), 0, n - jnp.arange(k, dtype=jnp.int32))
+    chosen: list[jax.Array] = []
+    for i in range(k):
+        # The ranks[i]-th integer (0-based) not yet chosen is the least fixed
+        # point of v = rank + #{chosen <= v}; i iterations reach it from below.
+        value = ranks[i]
+        for _ in range(i):
+            value = ranks[i] + sum((c <= value).astype(jnp.int32) for c in chosen)
+        chosen.append(value)
+    return jnp.stack(chosen) if chosen else jnp.zeros((0,), jnp.int32)
+
+
+def default_palette(num_colors: int) -> np.ndarray:
+    """``num_colors`` well-separated RGB colours (uint8), none black or white."""
+    base = np.array(
+        [
+            [230, 25, 75],  # red
+            [60, 180, 75],  # green
+            [0, 130, 200],  # blue
+            [255, 225, 25],  # yellow
+            [245, 130, 48],  # orange
+            [145, 30, 180],  # purple
+            [70, 240, 240],  # cyan
+            [240, 50, 230],  # magenta
+            [128, 128, 0],  # olive
+            [0, 128, 128],  # teal
+            [170, 110, 40],  # brown
+            [128, 0, 0],  # maroon
+        ],
+        dtype=np.uint8,
+    )
+    if num_colors <= len(base):
+        return base[:num_colors]
+    hues = np.arange(num_colors) / num_colors
+    rgb = np.stack([_hue_to_rgb(h) for h in hues])
+    return (rgb * 220 + 20).astype(np.uint8)
+
+
+def _hue_to_rgb(hue: float) -> np.ndarray:
+    k = (np.array([5.0, 3.0, 1.0]) + hue * 6.0) % 6.0
+    return 1.0 - np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+class Gridworld(environment.Environment[EnvState, EnvParams]):
+    """The seed paper's gridworld with a goal block and trap blocks.
+
+    Shape-defining settings (``size``, ``num_blocks``, ``num_colors``,
+    ``obs_mode``) are constructor arguments; ``max_steps_in_episode`` lives in
+    :class:`EnvParams`. Build it with ``envs_jax.make("Gridworld-v0", **overrides)``.
+
+    Observation (``obs_mode="multihot"``): float32 ``(size, size, 1 + num_colors)``;
+    channel 0 marks the agent, channel ``1 + c`` the block of colour ``c``. A
+    block stays drawn when the agent stands on it, so the final frame of an
+    episode shows which block ended it. ``obs_mode="rgb"``: uint8
+    ``(size, size, 3)`` pixels (white floor, palette blocks, black agent; the
+    agent on a block shows as the block's colour at half brightness).
+    """
+
+    def __init__(
+        self,
+        size: int = 7,
+        num_blocks: int = 3,
+        num_colors: int = 6,
+        obs_mode: str = "multihot",
+    ) -> None:
+        super().__init__()
+        _check_int("size", size, low=2)
+        _check_int("num_blocks", num_blocks, low=1)
+        _check_int("num_colors", num_colors, low=1)
+        if num_blocks + 1 > size * size:
+            raise ValueError(
+                f"num_blocks must be at most size*size - 1 = {size * size - 1} "
+                f"(one cell is the agent's), got num_blocks={num_blocks} with size={size}"
+            )
+        if num_colors < num_blocks:
+            raise ValueError(
+                f"num_colors must be >= num_blocks={num_blocks} (each block has its "
+                f"own colour), got num_colors={num_colors}"
+            )
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+        self.size = size
+        self.num_blocks = num_blocks
+        self.num_colors = num_colors
+        self.obs_mode = obs_mode
+        self.palette = default_palette(num_colors)
+
+    # ------------------------------------------------------------------ gymnax
+    @property
+    def default_params(self) -> EnvParams:
+        return EnvParams(max_steps_in_episode=2 * self.size * self.size)
+
+    @property
+    def name(self) -> str:
+        return "Gridworld-v0"
+
+    @property
+    def num_actions(self) -> int:
+        return 4
+
+    @property
+    def num_cells(self) -> int:
+        return self.size * self.size
+
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        if self.obs_mode == "rgb":
+            return (self.size, self.size, 3)
+        return (self.size, self.size, 1 + self.num_colors)
+
+    def action_space(self, params: EnvParams | None = None) -> spaces.Discrete:
+        return spaces.Discrete(4)
+
+    def observation_space(self, params: EnvParams | None = None) -> spaces.Box:
+        if self.obs_mode == "rgb":
+            return spaces.Box(0, 255, self.obs_shape, jnp.uint8)
+        return spaces.Box(0.0, 1.0, self.obs_shape, jnp.float32)
+
+    def state_space(self, params: EnvParams) -> spaces.Dict:
+        n, x = self.num_cells, self.num_blocks
+        return spaces.Dict(
+            {
+                "agent_cell": spaces.Discrete(n),
+                "block_cells": spaces.Box(0, n - 1, (x,), jnp.int32),
+                "block_colors": spaces.Box(0, self.num_colors - 1, (x,), jnp.int32),
+                "goal_index": spaces.Discrete(x),
+                "agent_start": spaces.Discrete(n),
+                "time": spaces.Discrete(params.max_steps_in_episode),
+            }
+        )
+
+    def step_env(
+        self,
+        key: jax.Array,
+        state: EnvState,
+        action: int | jax.Array,
+        params: EnvParams,
+    ) -> tuple[jax.Array, EnvState, jax.Array, jax.Array, dict[str, Any]]:
+        del key  # transitions are deterministic
+        deltas = jnp.asarray(_ACTION_DELTAS)[action]
+        row = jnp.clip(state.agent_cell // self.size + deltas[0], 0, self.size - 1)
+        col = jnp.clip(state.agent_cell % self.size + deltas[1], 0, self.size - 1)
+        agent_cell = row * self.size + col
+        on_block = state.task.block_cells == agent_cell
+        terminated = jnp.any(on_block)
+        success = on_block[state.task.goal_index]
+        reward = jnp.where(success, 1.0, jnp.where(terminated, -1.0, 0.0))
+        state = EnvState(agent_cell=agent_cell, task=state.task, time=state.time + 1)
+        info = {"success": success, "discount": 1.0 - terminated.astype(jnp.float32)}
+        return self.get_obs(state), state, reward.astype(jnp.float32), terminated, info
+
+    def reset_env(self, key: jax.Array, params: EnvParams) -> tuple[jax.Array, EnvState]:
+        return self.reset_to_task(key, self.sample_task(key, params), params)
+
+    def get_obs(self, state: EnvState, params: EnvParams | None = None, key: Any = None) -> jax.Array:
+        if self.obs_mode == "rgb":
+            return self._rgb_cells(state).reshape(self.size, self.size, 3)
+        cells = jnp.arange(self.num_cells, dtype=jnp.int32)
+        agent = cells == state.agent_cell
+        # Blocks occupy distinct cells, so each cell holds at most one colour.
+        is_block = cells[:, None] == state.task.block_cells[None, :]
+        color_plus_one = jnp.sum(is_block * (state.task.block_colors + 1), axis=1)
+        colors = color_plus_one[:, None] == jnp.arange(1, self.num_colors + 1)
+        obs = jnp.concatenate([agent[:, None], colors], axis=1)
+        return obs.astype(jnp.float32).reshape(self.obs_shape)
+
+    def is_terminated(self, state: EnvState, params: EnvParams) -> jax.Array:
+        return jnp.any(state.task.block_cells == state.agent_cell)
+
+    # ------------------------------------------------------------ task interface
+    def sample_task(self, key: jax.Array, params: EnvParams | None = None) -> GridworldTask:
+        """A random task: block cells, distinct colours, goal and start cell."""
+        key_cells, key_colors, key_goal = jax.random.split(key, 3)
+        cells = distinct_integers(key_cells, self.num_cells, self.num_blocks + 1)
+        colors = distinct_integers(key_colors, self.num_colors, self.num_blocks)
+        goal = jax.random.randint(key_goal, (), 0, self.num_blocks)
+        return GridworldTask(
+            block_cells=cells[:-1], block_colors=colors, goal_index=goal, agent_start=cells[-1]
+        )
+
+    def reset_to_task(
+        self, key: jax.Array, task: GridworldTask, params: EnvParams | None = None
+    ) -> tuple[jax.Array, EnvState]:
+        """Start an episode of ``task`` (the start cell is part of the task)."""
+        del key, params
+        state = EnvState(agent_cell=task.agent_start, task=task, time=jnp.zeros((), jnp.int32))
+        return self.get_obs(state), state
+
+    # ---------------------------------------------------------------- planning
+    def distance_to_goal(self, task: GridworldTask) -> jax.Array:
+        """Shortest number of moves from each cell to the goal without entering a trap.
+
+        A BFS distance field, ``(size*size,)`` int32; trap cells and cells that
+        cannot reach the goal hold ``size*size`` (unreachable).
+        """
+        w, n = self.size, self.num_cells
+        unreachable = jnp.int32(n)
+        is_trap = jnp.zeros(n, bool).at[task.block_cells].set(True)
+        goal_cell = task.block_cells[task.goal_index]
+        is_trap = is_trap.at[goal_cell].set(False)
+        dist0 = jnp.full(n, unreachable).at[goal_cell].set(0).reshape(w, w)
+        trap = is_trap.reshape(w, w)
+        pad = jnp.full((1, w), unreachable)
+        padc = jnp.full((w, 1), unreachable)
+
+        def relax(dist: jax.Array) -> jax.Array:
+            up = jnp.concatenate([dist[1:], pad], axis=0)  # value of the cell below
+            down = jnp.concatenate([pad, dist[:-1]], axis=0)
+            left = jnp.concatenate([dist[:, 1:], padc], axis=1)
+            right = jnp.concatenate([padc, dist[:, :-1]], axis=1)
+            best = jnp.minimum(jnp.minimum(up, down), jnp.minimum(left, right)) + 1
+            new = jnp.minimum(dist, jnp.minimum(best, unreachable))
+            return jnp.where(trap, unreachable, new)
+
+        def not_converged(carry: tuple[jax.Array, jax.Array]) -> jax.Array:
+            dist, prev = carry
+            return jnp.any(dist != prev)
+
+        def body(carry: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+            dist, _ = carry
+            return relax(dist), dist
+
+        dist, _ = jax.lax.while_loop(not_converged, body, (relax(dist0), dist0))
+        return dist.reshape(n)
+
+    def expert_action(self, state: EnvState, params: EnvParams | None = None) -> jax.Array:
+        """First move of a shortest path to the goal that never enters a trap.
+
+        Ties go to the lowest action index (up, down, left, right). If the goal
+        cannot be reached without crossing a trap (a rare task, see
+        :meth:`is_solvable`), the expert returns a move that keeps off traps.
+        """
+        dist = self.distance_to_goal(state.task)
+        w = self.size
+        row, col = state.agent_cell // w, state.agent_cell % w
+        deltas = jnp.asarray(_ACTION_DELTAS)
+        nrow = jnp.clip(row + deltas[:, 0], 0, w - 1)
+        ncol = jnp.clip(col + deltas[:, 1], 0, w - 1)
+        return jnp.argmin(dist[nrow * w + ncol]).astype(jnp.int32)
+
+    def is_solvable(self, task: GridworldTask) -> jax.Array:
+        """Whether every block can be reached from the start without crossing another.
+
+        Only then can an agent that does not know the goal try each block in
+        turn, the assumption behind :func:`optimal_returns`.
+        """
+        reach = []
+        for j in range(self.num_blocks):
+            dist = self.distance_to_goal(task.replace(goal_index=jnp.int32(j)))
+            reach.append(dist[task.agent_start] < self.num_cells)
+        return jnp.all(jnp.stack(reach))
+
+    # ---------------------------------------------------------------- rendering
+    def _rgb_cells(self, state: EnvState) -> jax.Array:
+        cells = jnp.arange(self.num_cells, dtype=jnp.int32)
+        palette = jnp.asarray(self.palette, jnp.int32)
+        is_block = cells[:, None] == state.task.block_cells[None, :]
+        block_rgb = is_block.astype(jnp.int32) @ palette[state.task.block_colors]
+        has_block = jnp.any(is_block, axis=1, keepdims=True)
+        agent = (cells == state.agent_cell)[:, None]
+        rgb = jnp.where(has_block, block_rgb, 255)
+        rgb = jnp.where(agent, jnp.where(has_block, block_rgb // 2, 0), rgb)
+        return rgb.astype(jnp.uint8)
+
+    def render(self, state: EnvState, params: EnvParams | None = None, cell_pixels: int = 24) -> jax.Array:
+        """An RGB picture (uint8, ``(size*cell_pixels,)*2 + (3,)``) for figures and GIFs.
+
+        Grid lines are grey, the goal gets a thin gold frame so a person sees
+        which block is which (the agent's observation never shows this).
+        """
+        rgb = self._rgb_cells(state).reshape(self.size, self.size, 3)
+        img = jnp.repeat(jnp.repeat(rgb, cell_pixels, axis=0), cell_pixels, axis=1)
+        p = jnp.arange(self.size * cell_pixels) % cell_pixels
+        line = (p == 0) | (p == cell_pixels - 1)
+        grid = line[:, None] | line[None, :]
+        img = jnp.where(grid[..., None], jnp.uint8(160), img)
+        goal_cell = state.task.block_cells[state.task.goal_index]
+        gr, gc = goal_cell // self.size, goal_cell % self.size
+        rows = jnp.arange(self.size * cell_pixels) // cell_pixels
+        in_goal = (rows[:, None] == gr) & (rows[None, :] == gc)
+        frame = (p >= 1) & (p <= 2) | (p >= cell_pixels - 3) & (p <= cell_pixels - 2)
+        frame2d = frame[:, None] | frame[None, :]
+        gold = jnp.array([212, 175, 55], jnp.uint8)
+        return jnp.where((in_goal & frame2d)[..., None], gold, img)
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+
+
+def optimal_returns(num_blocks: int, num_episodes: int) -> np.ndarray:
+    """Expected return of each episode of a trial for the Bayes-optimal agent.
+
+    The agent knows the task's layout but not which of the ``num_blocks``
+    blocks is the goal (uniform prior); it remembers every failure and walks
+    to one untried block per episode. Episode ``j`` (1-based) succeeds with
+    probability ``1/X`` for ``j <= X`` and otherwise hits a trap, so
+    ``E[R_j] = P(goal found at j) - P(trap at j) = 1/X - (X - j)/X = (2j - X)/X``
+    for ``j <= X``, and 1 afterwards.
+    """
+    _check_int("num_blocks", num_blocks, low=1)
+    _check_int("num_episodes", num_episodes, low=1)
+    j = np.arange(1, num_episodes + 1, dtype=np.float64)
+    return np.where(j <= num_blocks, (2 * j - num_blocks) / num_blocks, 1.0)
+
+
+def make_task_set(
+    env: Gridworld, key: jax.Array, num_tasks: int, params: EnvParams | None = None, solvable_only: bool = True
+) -> GridworldTask:
+    """A fixed set of ``num_tasks`` tasks stacked on a leading axis.
+
+    With ``solvable_only`` (default) tasks where some block cannot be reached
+    without crossing another are redrawn, so every task admits the
+    Bayes-optimal behaviour of :func:`optimal_returns`.
+    """
+    _check_int("num_tasks", num_tasks, low=1)
+    sample = jax.jit(jax.vmap(env.sample_task, in_axes=(0, None)))
+    check = jax.jit(jax.vmap(env.is_solvable))
+    tasks = sample(jax.random.split(key, num_tasks), params)
+    if not solvable_only:
+        return tasks
+    for _ in range(100):
+        ok = np.asarray(check(tasks))
+        if ok.all():
+            return tasks
+        key, sub = jax.random.split(key)
+        fresh = sample(jax.random.split(sub, num_tasks), params)
+        tasks = jax.tree.map(
+            lambda old, new: jnp.where(ok.reshape((-1,) + (1,) * (old.ndim - 1)), old, new), tasks, fresh
+        )
+    raise RuntimeError(
+        f"could not draw {num_tasks} solvable tasks; the grid (size={env.size}) may be too crowded "
+        f"for num_blocks={env.num_blocks}"
+    )
+
+
+__all__ = [
+    "ACTION_NAMES",
+    "EnvParams",
+    "EnvState",
+    "Gridworld",
+    "GridworldTask",
+    "distinct_integers",
+    "make_task_set",
+    "optimal_returns",
+]
+
