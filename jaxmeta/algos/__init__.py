@@ -1,0 +1,12 @@
+"""One method per file; ``REGISTRY`` maps ``algo.name`` to its module.
+
+Each module defines ``Config`` (its ``algo`` config section, a dataclass),
+``make(cfg: RunConfig) -> Algo`` and optionally ``validate_config(cfg)``.
+"""
+
+from jaxmeta.algos import bc
+from jaxmeta.algos.api import Algo, train
+
+REGISTRY = {"bc": bc}
+
+__all__ = ["REGISTRY", "Algo", "train"]

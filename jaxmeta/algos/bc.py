@@ -1,0 +1,144 @@
+"""Behaviour cloning of the path-planning expert with a memoryless policy.
+
+The agent acts with its own policy on multi-episode trials; every visited
+state is labelled with the environment's ``expert_action`` (a shortest path to
+the goal that never enters a trap), so the policy also learns to recover from
+states its own mistakes lead to (DAgger-style labels on on-policy data).
+
+The policy sees only the current observation, ``a_t = pi(o_t)``. The goal is
+never in the observation, so with X blocks its best return is (2 - X) / X per
+episode whatever the episode index; the Bayes-optimal agent that remembers its
+failures does better from the second episode on (``envs_jax.optimal_returns``).
+This gap is what the memory-based methods close.
+
+Read top to bottom: config, state, ``make`` (init, update, evaluate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import distrax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from jaxmeta.algos.api import Algo, Metrics, episode_metrics, make_env_setup, per_episode_metrics
+from jaxmeta.config import ConfigError, param
+from jaxmeta.nets import MemorylessPolicy
+from jaxmeta.trial import StepInputs, run_trials
+
+
+@dataclasses.dataclass
+class Config:
+    name: str = param("bc", "method: behaviour cloning of the expert, memoryless policy")
+    learning_rate: float = param(1e-3, "Adam step size", min=0.0, min_exclusive=True)
+    hidden_sizes: list[int] = param([128, 128], "widths of the policy MLP's hidden layers", min=1)
+    max_grad_norm: float = param(1.0, "clip gradients to this global norm", min=0.0, min_exclusive=True)
+    sgd_steps: int = param(1, "gradient steps on each batch of trials", min=1)
+    num_train_tasks: int = param(1000, "fixed training tasks", min=1)
+    num_test_tasks: int = param(256, "held-out test tasks (evaluation uses eval.num_tasks of them)", min=1)
+
+
+def validate_config(cfg: Any) -> None:
+    if cfg.eval.num_tasks > cfg.algo.num_test_tasks:
+        raise ConfigError(
+            f"eval.num_tasks must be <= algo.num_test_tasks={cfg.algo.num_test_tasks}, got {cfg.eval.num_tasks}"
+        )
+
+
+@struct.dataclass
+class TrainState:
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    update_step: jax.Array
+
+
+def make(cfg: Any) -> Algo:
+    """Build ``init``, ``update`` and ``evaluate`` for a validated run config."""
+    algo_cfg = cfg.algo
+    setup = make_env_setup(cfg.env, algo_cfg.num_train_tasks, algo_cfg.num_test_tasks, cfg.task_seed)
+    env, env_params = setup.env, setup.params
+    network = MemorylessPolicy(hidden_sizes=tuple(algo_cfg.hidden_sizes), num_actions=env.num_actions)
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(algo_cfg.max_grad_norm), optax.adam(algo_cfg.learning_rate)
+    )
+    obs_example = jnp.zeros(env.observation_space(env_params).shape, env.observation_space(env_params).dtype)
+    batch, num_steps = cfg.trial.batch_size, cfg.trial.num_steps
+    eval_episodes = cfg.eval.episodes
+    test_tasks = jax.tree.map(lambda leaf: leaf[: cfg.eval.num_tasks], setup.test_tasks)
+
+    def sample_policy(params: Any, inputs: StepInputs, carry: Any, memory: Any, key: jax.Array) -> Any:
+        logits = network.apply(params, inputs.obs)
+        return distrax.Categorical(logits=logits).sample(seed=key), carry
+
+    def greedy_policy(params: Any, inputs: StepInputs, carry: Any, memory: Any, key: jax.Array) -> Any:
+        return jnp.argmax(network.apply(params, inputs.obs), axis=-1), carry
+
+    def expert_label(env_state: Any) -> jax.Array:
+        return env.expert_action(env_state, env_params)
+
+    def init(key: jax.Array) -> TrainState:
+        key, init_key = jax.random.split(key)
+        params = network.init(init_key, obs_example)
+        return TrainState(params, optimizer.init(params), key, jnp.zeros((), jnp.int32))
+
+    def update(state: TrainState) -> tuple[TrainState, Metrics]:
+        key, task_key, trial_key = jax.random.split(state.key, 3)
+        task_ids = jax.random.randint(task_key, (batch,), 0, algo_cfg.num_train_tasks)
+        data, episodes, _ = run_trials(
+            env,
+            env_params,
+            sample_policy,
+            state.params,
+            None,
+            setup.train_tasks,
+            task_ids,
+            trial_key,
+            num_steps,
+            cfg.trial.reset_mode,
+            record_fn=expert_label,
+        )
+        labels = data.extras
+
+        def loss_fn(params: Any) -> tuple[jax.Array, jax.Array]:
+            logits = network.apply(params, data.obs)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            accuracy = (jnp.argmax(logits, -1) == labels).mean()
+            return loss, accuracy
+
+        def _sgd_step(carry: tuple[Any, Any], _: None) -> tuple[tuple[Any, Any], tuple[jax.Array, jax.Array]]:
+            params, opt_state = carry
+            (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), (loss, accuracy)
+
+        (params, opt_state), (losses, accuracies) = jax.lax.scan(
+            _sgd_step, (state.params, state.opt_state), None, length=algo_cfg.sgd_steps
+        )
+        metrics = {"loss": losses[0], "accuracy": accuracies[0], **episode_metrics(episodes, "train/")}
+        return TrainState(params, opt_state, key, state.update_step + 1), metrics
+
+    def evaluate(state: TrainState, key: jax.Array) -> Metrics:
+        """The paper's protocol: eval.episodes episodes on each held-out task."""
+        policy = greedy_policy if cfg.eval.greedy else sample_policy
+        num_tasks = jax.tree.leaves(test_tasks)[0].shape[0]
+        _, episodes, _ = run_trials(
+            env,
+            env_params,
+            policy,
+            state.params,
+            None,
+            test_tasks,
+            jnp.arange(num_tasks),
+            key,
+            eval_episodes * env_params.max_steps_in_episode,
+            "same",
+            max_episodes=eval_episodes,
+        )
+        return per_episode_metrics(episodes)
+
+    return Algo("bc", init, update, evaluate)

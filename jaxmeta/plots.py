@@ -1,0 +1,91 @@
+"""Figures of a run directory: learning curves and per-episode return vs the optimum."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+CURVES = (
+    ("loss", "imitation loss"),
+    ("accuracy", "agreement with expert"),
+    ("train/return_per_episode", "train return per episode"),
+    ("eval/total_return", "held-out return, whole trial"),
+)
+
+
+def read_metrics(path: Path) -> dict[str, dict[str, dict[int, dict[int, Any]]]]:
+    """``{kind: {metric: {update: {seed: value}}}}`` from a metrics.jsonl file."""
+    table: dict[str, Any] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
+    for line in path.read_text().splitlines():
+        if not line:
+            continue
+        row = json.loads(line)
+        for key, value in row.items():
+            if key not in ("kind", "update", "seed"):
+                table[row["kind"]][key][row["update"]][row["seed"]] = value
+    return table
+
+
+def _curve(series: dict[int, dict[int, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    updates = np.array(sorted(series))
+    values = np.array([[float(v) for v in series[u].values()] for u in updates])
+    return updates, values.mean(1), values.std(1)
+
+
+def plot_run(run_dir: str | Path) -> list[Path]:
+    """Write ``plots/learning_curves.png`` and ``plots/episode_returns.png``."""
+    run_dir = Path(run_dir)
+    out = run_dir / "plots"
+    out.mkdir(exist_ok=True)
+    table = read_metrics(run_dir / "metrics.jsonl")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    written = []
+
+    present = [(k, t) for k, t in CURVES if k in table["train"] or k in table["eval"]]
+    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.4), squeeze=False)
+    for ax, (key, title) in zip(axes[0], present, strict=True):
+        series = table["train"].get(key) or table["eval"][key]
+        updates, mean, std = _curve(series)
+        ax.plot(updates, mean, color="C0")
+        ax.fill_between(updates, mean - std, mean + std, color="C0", alpha=0.25, linewidth=0)
+        if key == "eval/total_return":
+            optimum = float(np.sum(summary["optimal_episode_return"]))
+            ax.axhline(optimum, color="k", linestyle="--", linewidth=1, label="Bayes-optimal")
+            ax.legend(loc="lower right", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("update")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{summary['name']}: {summary['algo']} on {summary['env']} (X={summary['num_blocks']}), "
+                 f"{summary['seeds']} seed(s), mean +- std", fontsize=10)
+    fig.tight_layout()
+    written.append(out / "learning_curves.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    ev = summary["eval"]["episode_return"]
+    mean, std = np.array(ev["mean"]), np.array(ev["std"])
+    episodes = np.arange(1, len(mean) + 1)
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.plot(episodes, mean, marker="o", color="C0", label=summary["algo"])
+    ax.fill_between(episodes, mean - std, mean + std, color="C0", alpha=0.25, linewidth=0)
+    ax.plot(episodes, summary["optimal_episode_return"], "k--", marker=".", label="Bayes-optimal")
+    ax.set_xticks(episodes)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("episode within the trial")
+    ax.set_ylabel("return (held-out tasks)")
+    ax.set_title(f"Return per episode, X={summary['num_blocks']}", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    written.append(out / "episode_returns.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+    return written
