@@ -301,7 +301,12 @@ class Gridworld(environment.Environment[EnvState, EnvParams]):
         deltas = jnp.asarray(_ACTION_DELTAS)
         nrow = jnp.clip(row + deltas[:, 0], 0, w - 1)
         ncol = jnp.clip(col + deltas[:, 1], 0, w - 1)
-        return jnp.argmin(dist[nrow * w + ncol]).astype(jnp.int32)
+        nxt = nrow * w + ncol
+        # Traps and unreachable cells both hold size*size in ``dist``; rank traps
+        # last so that, when the goal is unreachable, argmin picks a safe move.
+        goal_cell = state.task.block_cells[state.task.goal_index]
+        is_trap = jnp.any(nxt[:, None] == state.task.block_cells[None, :], axis=1) & (nxt != goal_cell)
+        return jnp.argmin(jnp.where(is_trap, self.num_cells + 1, dist[nxt])).astype(jnp.int32)
 
     def is_solvable(self, task: GridworldTask) -> jax.Array:
         """Whether every block can be reached from the start without crossing another.
@@ -372,8 +377,20 @@ def optimal_returns(num_blocks: int, num_episodes: int) -> np.ndarray:
     return np.where(j <= num_blocks, (2 * j - num_blocks) / num_blocks, 1.0)
 
 
+def where_tasks(keep: Any, tasks: GridworldTask, replacements: GridworldTask) -> GridworldTask:
+    """Row-wise choice between stacked task sets: ``tasks[i]`` where ``keep[i]``, else ``replacements[i]``."""
+    keep = jnp.asarray(keep)
+    return jax.tree.map(
+        lambda old, new: jnp.where(keep.reshape((-1,) + (1,) * (old.ndim - 1)), old, new), tasks, replacements
+    )
+
+
 def make_task_set(
-    env: Gridworld, key: jax.Array, num_tasks: int, params: EnvParams | None = None, solvable_only: bool = True
+    env: Gridworld,
+    key: jax.Array,
+    num_tasks: int,
+    params: EnvParams | None = None,
+    solvable_only: bool = True,
 ) -> GridworldTask:
     """A fixed set of ``num_tasks`` tasks stacked on a leading axis.
 
@@ -393,9 +410,7 @@ def make_task_set(
             return tasks
         key, sub = jax.random.split(key)
         fresh = sample(jax.random.split(sub, num_tasks), params)
-        tasks = jax.tree.map(
-            lambda old, new: jnp.where(ok.reshape((-1,) + (1,) * (old.ndim - 1)), old, new), tasks, fresh
-        )
+        tasks = where_tasks(ok, tasks, fresh)
     raise RuntimeError(
         f"could not draw {num_tasks} solvable tasks; the grid (size={env.size}) may be too crowded "
         f"for num_blocks={env.num_blocks}"
@@ -411,5 +426,5 @@ __all__ = [
     "distinct_integers",
     "make_task_set",
     "optimal_returns",
+    "where_tasks",
 ]
-

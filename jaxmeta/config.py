@@ -52,14 +52,18 @@ class EnvConfig:
     max_steps_in_episode: int | None = param(
         None, "episode time limit; null means the env default (2*W*W)", min=1
     )
-    obs_mode: str = param("multihot", "observation: multi-hot W x W x (1+C) or rgb", choices=("multihot", "rgb"))
+    obs_mode: str = param(
+        "multihot", "observation: multi-hot W x W x (1+C) or rgb", choices=("multihot", "rgb")
+    )
 
 
 @dataclasses.dataclass
 class TrialConfig:
     num_steps: int = param(80, "steps per training trial T (paper: NH=80, LH=300)", min=1)
     reset_mode: str = param(
-        "diff", "after an episode ends: 'same' task again or a 'diff' task from the set", choices=("same", "diff")
+        "diff",
+        "after an episode ends: 'same' task again or a 'diff' task from the set",
+        choices=("same", "diff"),
     )
     batch_size: int = param(64, "trials per update", min=1)
 
@@ -81,7 +85,9 @@ class RunConfig:
     task_seed: int = param(12345, "seed of the fixed train/test task sets (shared by all seeds)", min=0)
     num_updates: int = param(200, "training updates (a multiple of chunk_size)", min=1)
     chunk_size: int = param(10, "updates per jitted call between host syncs", min=1)
-    checkpoint_every: int = param(50, "save a checkpoint every this many updates (a multiple of chunk_size)", min=1)
+    checkpoint_every: int = param(
+        50, "save a checkpoint every this many updates (a multiple of chunk_size)", min=1
+    )
     keep_checkpoints: int = param(2, "how many recent checkpoints to keep", min=1)
     resume: bool = param(True, "continue from the latest checkpoint in run_dir if there is one")
     progress: bool = param(True, "show a progress bar")
@@ -110,6 +116,8 @@ def load(path: str | None, overrides: Sequence[str] = ()) -> RunConfig:
             loaded = OmegaConf.load(path)
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as err:  # a directory, no permission, not text
+            raise ConfigError(f"cannot read config file {path}: {_one_line(err)}") from None
         except (OmegaConfBaseException, yaml.YAMLError) as err:
             raise ConfigError(f"cannot parse {path}: {_one_line(err)}") from None
         base = OmegaConf.to_container(loaded) or {}
@@ -119,7 +127,10 @@ def load(path: str | None, overrides: Sequence[str] = ()) -> RunConfig:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override {item!r} must look like key=value (e.g. seeds=4)")
     try:
-        merged = OmegaConf.merge(OmegaConf.create(base), OmegaConf.from_dotlist(list(overrides)))
+        # The schema defaults of name and run_dir join the merge so that the default
+        # run_dir "runs/${name}" is resolved with the configured name.
+        defaults = OmegaConf.create({"name": RunConfig.name, "run_dir": RunConfig.run_dir})
+        merged = OmegaConf.merge(defaults, OmegaConf.create(base), OmegaConf.from_dotlist(list(overrides)))
         raw = OmegaConf.to_container(merged, resolve=True)
     except (OmegaConfBaseException, yaml.YAMLError) as err:
         raise ConfigError(f"bad config: {_one_line(err)}") from None
@@ -135,8 +146,10 @@ def from_dict(raw: Mapping[str, Any]) -> RunConfig:
     registry = _algo_registry()
     algo_name = algo_raw.get("name", "bc")
     if algo_name not in registry:
-        raise ConfigError(f"algo.name: unknown method {algo_name!r}{_suggest(str(algo_name), registry)}; "
-                          f"allowed: {', '.join(sorted(registry))}")
+        raise ConfigError(
+            f"algo.name: unknown method {algo_name!r}{_suggest(str(algo_name), registry)}; "
+            f"allowed: {', '.join(sorted(registry))}"
+        )
     cfg = _build(RunConfig, raw, prefix="", extra_sections={"algo"})
     cfg.algo = _build(registry[algo_name].Config, algo_raw, prefix="algo.")
     _check_cross_fields(cfg)
@@ -152,7 +165,9 @@ def _check_cross_fields(cfg: RunConfig) -> None:
         if value % cfg.chunk_size:
             raise ConfigError(f"{key} must be a multiple of chunk_size={cfg.chunk_size}, got {value}")
     if cfg.eval.every % cfg.chunk_size:
-        raise ConfigError(f"eval.every must be a multiple of chunk_size={cfg.chunk_size}, got {cfg.eval.every}")
+        raise ConfigError(
+            f"eval.every must be a multiple of chunk_size={cfg.chunk_size}, got {cfg.eval.every}"
+        )
     if cfg.env.num_colors < cfg.env.num_blocks:
         raise ConfigError(
             f"env.num_colors must be >= env.num_blocks={cfg.env.num_blocks}, got {cfg.env.num_colors}"
@@ -217,9 +232,8 @@ def _coerce(key: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(f"{key} must be {_describe(hint, meta)}, got {value!r}")
         value = float(value)
-    elif hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
+    elif hint is str and not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r}")
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
@@ -320,8 +334,9 @@ def _help_for(schema: type, prefix: str) -> list[str]:
         elif meta.get("min") is not None or meta.get("max") is not None:
             allowed = " " + _describe(int, meta).split(" ", 2)[-1]
         value = getattr(default, field.name)
-        shown = "null" if value is None else value
-        lines.append(f"  {prefix + field.name:<34} {type_name + allowed:<26} default {shown!s:<14} {meta.get('help', '')}")
+        shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else value
+        column = f"  {prefix + field.name:<34} {type_name + allowed:<26} default {shown!s:<14}"
+        lines.append(f"{column} {meta.get('help', '')}")
     return lines
 
 
@@ -334,4 +349,14 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-__all__ = ["ConfigError", "RunConfig", "all_keys", "diff", "from_dict", "help_text", "load", "param", "to_dict"]
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "all_keys",
+    "diff",
+    "from_dict",
+    "help_text",
+    "load",
+    "param",
+    "to_dict",
+]

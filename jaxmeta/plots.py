@@ -10,8 +10,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 CURVES = (
     ("loss", "imitation loss"),
@@ -63,8 +63,11 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("update")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{summary['name']}: {summary['algo']} on {summary['env']} (X={summary['num_blocks']}), "
-                 f"{summary['seeds']} seed(s), mean +- std", fontsize=10)
+    fig.suptitle(
+        f"{summary['name']}: {summary['algo']} on {summary['env']} (X={summary['num_blocks']}), "
+        f"{summary['seeds']} seed(s), mean +- std",
+        fontsize=10,
+    )
     fig.tight_layout()
     written.append(out / "learning_curves.png")
     fig.savefig(written[-1], dpi=110)

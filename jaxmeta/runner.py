@@ -80,9 +80,11 @@ def run(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
 
     t_compile = time.perf_counter()
     chunk_fn = jax.jit(jax.vmap(chunk), in_shardings=sharding, out_shardings=sharding).lower(state).compile()
-    eval_fn = jax.jit(evaluate, in_shardings=sharding, out_shardings=sharding).lower(
-        state, jax.device_put(eval_base_keys, sharding)
-    ).compile()
+    eval_fn = (
+        jax.jit(evaluate, in_shardings=sharding, out_shardings=sharding)
+        .lower(state, jax.device_put(eval_base_keys, sharding))
+        .compile()
+    )
     compile_s = time.perf_counter() - t_compile
 
     if is_writer:
@@ -149,8 +151,16 @@ def run(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
 
     if last_eval is None:  # resumed at the very end: evaluate once more for the summary
         last_eval = eval_at(state, updates_done)
-    summary = _summary(cfg, last_eval, last_train, time.perf_counter() - t_start, compile_s, train_s,
-                       updates_done - start_update, mesh)
+    summary = _summary(
+        cfg,
+        last_eval,
+        last_train,
+        time.perf_counter() - t_start,
+        compile_s,
+        train_s,
+        updates_done - start_update,
+        mesh,
+    )
     if is_writer:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         if cfg.plots:
@@ -174,7 +184,9 @@ def _check_run_dir(cfg: RunConfig, run_dir: Path) -> int:
                 "choose another run_dir or delete that one"
             )
     elif run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"run_dir {run_dir} exists and is not a jaxmeta run directory; choose another run_dir")
+        raise ConfigError(
+            f"run_dir {run_dir} exists and is not a jaxmeta run directory; choose another run_dir"
+        )
     if latest is None:
         return 0
     if not cfg.resume:
@@ -216,7 +228,9 @@ def _truncate_metrics(path: Path, last_update: int) -> None:
     if last_update == 0:
         path.unlink()
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["update"] <= last_update]
+    kept = [
+        line for line in path.read_text().splitlines() if line and json.loads(line)["update"] <= last_update
+    ]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)
@@ -259,8 +273,9 @@ def _scalar(x: np.ndarray) -> Any:
     return value if not isinstance(value, float) or math.isfinite(value) else str(value)
 
 
-def _check_finite(metrics: dict[str, np.ndarray], updates: list[int], first_seed: int,
-                  checkpoints: Any, run_dir: Path) -> None:
+def _check_finite(
+    metrics: dict[str, np.ndarray], updates: list[int], first_seed: int, checkpoints: Any, run_dir: Path
+) -> None:
     for name, values in metrics.items():
         if not np.issubdtype(values.dtype, np.floating):
             continue
@@ -299,11 +314,22 @@ def _postfix(train: dict[str, np.ndarray], evaluation: dict[str, np.ndarray] | N
     return out
 
 
-def _summary(cfg: RunConfig, last_eval: dict[str, np.ndarray], last_train: dict[str, np.ndarray],
-             wall_s: float, compile_s: float, train_s: float, updates_run: int, mesh: Mesh) -> dict[str, Any]:
+def _summary(
+    cfg: RunConfig,
+    last_eval: dict[str, np.ndarray],
+    last_train: dict[str, np.ndarray],
+    wall_s: float,
+    compile_s: float,
+    train_s: float,
+    updates_run: int,
+    mesh: Mesh,
+) -> dict[str, Any]:
     def mean_std(x: np.ndarray) -> dict[str, Any]:
-        return {"mean": np.mean(x, axis=0).tolist(), "std": np.std(x, axis=0).tolist(),
-                "per_seed": np.asarray(x).tolist()}
+        return {
+            "mean": np.mean(x, axis=0).tolist(),
+            "std": np.std(x, axis=0).tolist(),
+            "per_seed": np.asarray(x).tolist(),
+        }
 
     env_steps = updates_run * cfg.trial.batch_size * cfg.trial.num_steps * cfg.seeds
     return {
@@ -348,12 +374,15 @@ def format_summary(summary: dict[str, Any], run_dir: str) -> str:
     ]
     train = summary["final_train"]
     if "loss" in train:
-        lines.append(f"Final imitation loss {train['loss']['mean']:.3f}, "
-                     f"agreement with the expert {train['accuracy']['mean']:.0%}.")
+        lines.append(
+            f"Final imitation loss {train['loss']['mean']:.3f}, "
+            f"agreement with the expert {train['accuracy']['mean']:.0%}."
+        )
     if summary["algo"] == "bc":
         ceiling = (2 - summary["num_blocks"]) / summary["num_blocks"]
-        lines.append(f"A memoryless policy cannot remember which block failed: its ceiling is {ceiling:.2f} "
-                     "per episode; the gap to the optimum is what memory must close.")
+        lines.append(
+            f"A memoryless policy cannot remember which block failed: its ceiling is {ceiling:.2f} "
+            "per episode; the gap to the optimum is what memory must close."
+        )
     lines.append(f"Outputs in {run_dir}: metrics.jsonl, summary.json, plots/, checkpoints/.")
     return "\n".join(lines)
-

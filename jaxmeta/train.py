@@ -54,8 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"training diverged: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\ninterrupted; rerun the same command to resume from the last checkpoint in {cfg.run_dir}",
-              file=sys.stderr)
+        print(
+            f"\ninterrupted; rerun the same command to resume from the last checkpoint in {cfg.run_dir}",
+            file=sys.stderr,
+        )
         return 130
     print(format_summary(summary, cfg.run_dir))
     return 0

@@ -129,18 +129,26 @@ def test_two_device_sharded_sweep(tmp_path):
     """seeds=2 on two CPU devices: the seed axis is split over both, results match one device."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     args = [sys.executable, "-m", "jaxmeta.train", *TINY, "seeds=2", "num_updates=4"]
-    sharded = subprocess.run([*args, f"run_dir={tmp_path / 'two'}"], env=env, cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)
+    sharded = subprocess.run(
+        [*args, f"run_dir={tmp_path / 'two'}"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert sharded.returncode == 0, sharded.stderr
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert len(summary["devices"]) == 2
-    single = subprocess.run([*args, f"run_dir={tmp_path / 'one'}"], env={**env, "XLA_FLAGS": ""}, cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    single = subprocess.run(
+        [*args, f"run_dir={tmp_path / 'one'}"],
+        env={**env, "XLA_FLAGS": ""},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr
     one = json.loads((tmp_path / "one" / "summary.json").read_text())
     assert len(one["devices"]) == 1
-    np.testing.assert_allclose(summary["eval"]["episode_return"]["per_seed"],
-                               one["eval"]["episode_return"]["per_seed"], atol=1e-6)
+    np.testing.assert_allclose(
+        summary["eval"]["episode_return"]["per_seed"], one["eval"]["episode_return"]["per_seed"], atol=1e-6
+    )
     train_two = [r for r in rows(tmp_path / "two") if r["kind"] == "train"]
     train_one = [r for r in rows(tmp_path / "one") if r["kind"] == "train"]
     np.testing.assert_allclose([r["loss"] for r in train_two], [r["loss"] for r in train_one], rtol=1e-5)
@@ -150,9 +158,19 @@ def test_two_device_sharded_sweep(tmp_path):
 def test_bc_learns_on_one_block_and_writes_outputs(tmp_path):
     """With a single block (the goal) imitation must pay: loss falls, held-out return rises."""
     run_dir = tmp_path / "run"
-    cfg = tiny(run_dir, "env.num_blocks=1", "num_updates=40", "checkpoint_every=20", "eval.every=20",
-               "trial.batch_size=16", "algo.hidden_sizes=[64]", "algo.learning_rate=0.003",
-               "env.max_steps_in_episode=20", "plots=true", "seeds=2")
+    cfg = tiny(
+        run_dir,
+        "env.num_blocks=1",
+        "num_updates=40",
+        "checkpoint_every=20",
+        "eval.every=20",
+        "trial.batch_size=16",
+        "algo.hidden_sizes=[64]",
+        "algo.learning_rate=0.003",
+        "env.max_steps_in_episode=20",
+        "plots=true",
+        "seeds=2",
+    )
     summary = runner.run(cfg, log=lambda *_: None)
     table = rows(run_dir)
     losses = [r["loss"] for r in table if r["kind"] == "train"]

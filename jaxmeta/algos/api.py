@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs_jax
+from envs_jax.gridworld import where_tasks
 from jaxmeta.trial import EpisodeStats
 
 Metrics = dict[str, jax.Array]
@@ -65,11 +66,7 @@ def make_env_setup(env_cfg: Any, num_train_tasks: int, num_test_tasks: int, task
     if duplicate.any():
         # Redraw held-out tasks that happen to equal a training task.
         fresh = envs_jax.make_task_set(env, jax.random.fold_in(test_key, 1), num_test_tasks, params)
-        test_tasks = jax.tree.map(
-            lambda old, new: jnp.where(duplicate.reshape((-1,) + (1,) * (old.ndim - 1)), new, old),
-            test_tasks,
-            fresh,
-        )
+        test_tasks = where_tasks(~duplicate, test_tasks, fresh)
     return EnvSetup(env, params, train_tasks, test_tasks)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import distrax
 import jax
 import jax.numpy as jnp
 import optax
@@ -45,7 +44,8 @@ class Config:
 def validate_config(cfg: Any) -> None:
     if cfg.eval.num_tasks > cfg.algo.num_test_tasks:
         raise ConfigError(
-            f"eval.num_tasks must be <= algo.num_test_tasks={cfg.algo.num_test_tasks}, got {cfg.eval.num_tasks}"
+            f"eval.num_tasks must be <= algo.num_test_tasks={cfg.algo.num_test_tasks}, "
+            f"got {cfg.eval.num_tasks}"
         )
 
 
@@ -73,7 +73,7 @@ def make(cfg: Any) -> Algo:
 
     def sample_policy(params: Any, inputs: StepInputs, carry: Any, memory: Any, key: jax.Array) -> Any:
         logits = network.apply(params, inputs.obs)
-        return distrax.Categorical(logits=logits).sample(seed=key), carry
+        return jax.random.categorical(key, logits), carry
 
     def greedy_policy(params: Any, inputs: StepInputs, carry: Any, memory: Any, key: jax.Array) -> Any:
         return jnp.argmax(network.apply(params, inputs.obs), axis=-1), carry

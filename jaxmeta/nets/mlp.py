@@ -39,5 +39,5 @@ class MemorylessPolicy(nn.Module):
     def __call__(self, obs: jax.Array) -> jax.Array:
         if obs.dtype == jnp.uint8:
             obs = obs.astype(jnp.float32) / 255.0
-        x = obs.reshape(obs.shape[:-3] + (-1,)).astype(jnp.float32)
+        x = obs.reshape((*obs.shape[:-3], -1)).astype(jnp.float32)
         return MLP((*self.hidden_sizes, self.num_actions))(x)

@@ -1,0 +1,171 @@
+"""Trials per second with failure-bank traffic, side by side with the same trials without it.
+
+One jitted call runs a batch of Gridworld trials (``T`` steps each, ``diff``
+resets, random actions), where every trial first reads its task's bank and
+the policy consumes what it read, then cuts the last ``L`` steps of each
+episode out of the trial and adds the failed ones to their tasks' banks. The
+bank state is threaded through the timed repeats, so the banks fill up as in
+training. The same trials without ``read``/``add`` are timed in the same run;
+the ratio is the cost of the bank traffic.
+
+    python benchmarks/trial_throughput.py [--batch 1024] [--steps 80] [--repeats 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import envs_jax
+from benchmarks._common import (
+    RESULTS_DIR,
+    command_line,
+    load_average,
+    machine_info,
+    write_json,
+)
+from jaxmeta import trial
+from jaxmeta.memory import failure_bank
+
+
+def build(batch: int, steps: int, num_tasks: int, capacity: int, length: int, with_bank: bool):
+    env, params = envs_jax.make("Gridworld-v0", num_blocks=3)
+    tasks = envs_jax.make_task_set(env, jax.random.PRNGKey(0), num_tasks, params)
+    obs_example = jnp.zeros(env.obs_shape, jnp.float32)
+    step_example = {"obs": obs_example, "action": jnp.int32(0), "reward": jnp.float32(0)}
+    bank = failure_bank.init(num_tasks, capacity, length, step_example)
+
+    def policy(policy_params, inputs, carry, memory, key):
+        action = jax.random.randint(key, (), 0, 4)
+        if memory is not None:  # consume the bank read so XLA keeps it: the action depends on it
+            action = (action + (jnp.sum(memory) > 1e9).astype(jnp.int32)) % 4
+        return action, carry
+
+    def one_trial(bank_view, task_id, key):
+        data, episodes, _ = trial.run_trial(
+            env,
+            params,
+            policy,
+            None,
+            None,
+            tasks,
+            task_id,
+            key,
+            steps,
+            "diff",
+            memory=bank_view,
+            max_episodes=steps,
+        )
+        cut, mask, ended = failure_bank.last_steps(
+            {"obs": data.next_obs, "action": data.action, "reward": data.reward},
+            data.episode_index,
+            data.done,
+            length,
+            steps,
+        )
+        return data, episodes, cut, mask, ended
+
+    def run(bank, key):
+        task_key, trial_key = jax.random.split(key)
+        task_ids = jax.random.randint(task_key, (batch,), 0, num_tasks)
+        keys = jax.random.split(trial_key, batch)
+        if with_bank:
+            bank_obs, _, _ = failure_bank.read(bank, task_ids)
+            views = bank_obs["obs"].sum(axis=(1, 2))  # [B, W, W, C]: what a policy would attend over
+        else:
+            views = jnp.zeros((batch,))
+        data, episodes, cut, mask, ended = jax.vmap(
+            lambda v, t, k: one_trial(v if with_bank else None, t, k)
+        )(views, task_ids, keys)
+        checksum = episodes.returns.sum() + data.obs.sum()
+        if with_bank:
+            failed = ended & ~episodes.success
+            flat = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), cut)
+            bank = failure_bank.add(
+                bank, episodes.task_id.reshape(-1), flat, mask.reshape((-1, length)), failed.reshape(-1)
+            )
+        return bank, checksum
+
+    return run, bank
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--num-tasks", type=int, default=1000)
+    parser.add_argument("--capacity", type=int, default=16)
+    parser.add_argument("--length", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="smoke run: batch 8, 2 repeats, no JSON")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.batch, args.repeats, args.num_tasks = 8, 2, 20
+    out = args.out or (None if args.quick else str(RESULTS_DIR / "trial_throughput.json"))
+
+    load_start = load_average()
+    results = {}
+    for with_bank in (True, False):
+        run, bank = build(args.batch, args.steps, args.num_tasks, args.capacity, args.length, with_bank)
+        t0 = time.perf_counter()
+        compiled = jax.jit(run, donate_argnums=0).lower(bank, jax.random.PRNGKey(0)).compile()
+        compile_s = time.perf_counter() - t0
+        bank, checksum = compiled(bank, jax.random.PRNGKey(0))  # warm-up
+        jax.block_until_ready(checksum)
+        run_s = []
+        for i in range(args.repeats):
+            t0 = time.perf_counter()
+            # The bank is threaded through the repeats, so it fills as in training.
+            bank, checksum = compiled(bank, jax.random.PRNGKey(i + 1))
+            jax.block_until_ready((bank, checksum))
+            run_s.append(time.perf_counter() - t0)
+        median_s = statistics.median(run_s)
+        label = "with_bank" if with_bank else "without_bank"
+        trials_per_s = args.batch / median_s
+        results[label] = {
+            "compile_s": compile_s,
+            "run_s": run_s,
+            "median_s": median_s,
+            "trials_per_s": trials_per_s,
+            "env_steps_per_s": trials_per_s * args.steps,
+            "bank_episodes_held": int(failure_bank.size(bank).sum()) if with_bank else None,
+        }
+        print(
+            f"{label:>13}: {trials_per_s:10.0f} trials/s "
+            f"({trials_per_s * args.steps / 1e6:.2f} M env steps/s), "
+            f"median {median_s * 1e3:.0f} ms per batch of {args.batch}, compile {compile_s:.1f} s"
+        )
+    ratio = results["with_bank"]["trials_per_s"] / results["without_bank"]["trials_per_s"]
+    print(f"bank traffic keeps {ratio:.0%} of the throughput of the same trials without it")
+    report = {
+        "benchmark": "trial_throughput",
+        "command": command_line(__file__, argv if argv is not None else sys.argv[1:]),
+        "env": "Gridworld-v0 (W=7, X=3, C=6), random actions, reset_mode=diff",
+        "batch": args.batch,
+        "trial_steps": args.steps,
+        "num_tasks": args.num_tasks,
+        "bank_capacity": args.capacity,
+        "bank_length": args.length,
+        "results": results,
+        "with_over_without": ratio,
+        "machine": machine_info(),
+        "load_average_start": load_start,
+        "load_average_end": load_average(),
+    }
+    if out:
+        write_json(report, out)
+        print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

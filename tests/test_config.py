@@ -1,0 +1,304 @@
+"""Tests of the typed run configuration and the ``python -m jaxmeta.train`` command line.
+
+Expected messages, types and values are written here by hand from the
+documented behaviour (one-line ``ConfigError`` naming the key, the closest key
+for a typo, exit status 2 without a traceback, nothing touched on disk); the
+quickstart YAML is cross-read with plain ``yaml.safe_load``. Most checks call
+:func:`jaxmeta.config.load` or :func:`jaxmeta.train.main` in-process; two
+subprocess runs check the real command end to end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jaxmeta import algos, train
+from jaxmeta.config import ConfigError, all_keys, help_text, load
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+
+
+def config_error(path: str | None, overrides: list[str]) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(path, overrides)
+    message = str(info.value)
+    assert "\n" not in message, f"message is not one line: {message!r}"
+    assert message.strip() == message and message
+    return message
+
+
+# ------------------------------------------------------------------ bad values
+@pytest.mark.parametrize(
+    ("overrides", "needles"),
+    [
+        # unknown keys, with the closest key suggested
+        (["sedes=4"], ["'sedes'", "did you mean 'seeds'"]),
+        (["algo.learnin_rate=0.1"], ["'algo.learnin_rate'", "did you mean 'algo.learning_rate'"]),
+        (["env.sizee=5"], ["'env.sizee'", "did you mean 'env.size'"]),
+        (["trial.batchsize=5"], ["'trial.batchsize'", "did you mean 'trial.batch_size'"]),
+        # wrong types
+        (["seeds=abc"], ["seeds", "integer", "'abc'"]),
+        (["seeds=1.5"], ["seeds", "integer", "1.5"]),
+        (["seeds=true"], ["seeds", "integer"]),
+        (["progress=maybe"], ["progress", "true or false", "'maybe'"]),
+        (["algo.learning_rate=abc"], ["algo.learning_rate", "number", "'abc'"]),
+        (["algo.hidden_sizes=5"], ["algo.hidden_sizes", "list"]),
+        (["name=3"], ["name", "string"]),
+        # out of range
+        (["seeds=0"], ["seeds", ">= 1", "got 0"]),
+        (["seed=-1"], ["seed", ">= 0", "got -1"]),
+        (["env.size=1"], ["env.size", "[2, 64]", "got 1"]),
+        (["algo.learning_rate=-1"], ["algo.learning_rate", "> 0", "-1"]),
+        (["algo.learning_rate=0"], ["algo.learning_rate", "> 0"]),
+        (["algo.learning_rate=nan"], ["algo.learning_rate", "nan"]),
+        (["algo.hidden_sizes=[64,0]"], ["algo.hidden_sizes[1]", ">= 1", "got 0"]),
+        (["env.max_steps_in_episode=0"], ["env.max_steps_in_episode", ">= 1"]),
+        # bad choices
+        (["trial.reset_mode=sometimes"], ["trial.reset_mode", "same", "diff", "'sometimes'"]),
+        (["env.obs_mode=pixels"], ["env.obs_mode", "multihot", "rgb", "'pixels'"]),
+        # cross-field
+        (["num_updates=15", "chunk_size=10"], ["num_updates", "multiple of chunk_size=10", "15"]),
+        (["checkpoint_every=25", "chunk_size=10"], ["checkpoint_every", "multiple of chunk_size=10"]),
+        (["eval.every=5", "chunk_size=10"], ["eval.every", "multiple of chunk_size=10"]),
+        (["env.num_blocks=4", "env.num_colors=3"], ["env.num_colors", "env.num_blocks=4", "got 3"]),
+        (["env.size=2", "env.num_blocks=4", "env.num_colors=6"], ["env.num_blocks", "3", "got 4"]),
+        (["eval.num_tasks=300", "algo.num_test_tasks=256"], ["eval.num_tasks", "256", "300"]),
+        # malformed overrides and sections
+        (["seeds"], ["'seeds'", "key=value"]),
+        (["=4"], ["'=4'", "key=value"]),
+        (["env=3"], ["env", "mapping"]),
+        (["algo=3"], ["algo", "mapping"]),
+        (["env.size=[1"], ["bad config"]),
+    ],
+)
+def test_bad_override_is_one_line_naming_the_key(overrides, needles):
+    message = config_error(None, overrides)
+    for needle in needles:
+        assert needle in message, f"{needle!r} not in {message!r}"
+
+
+def test_typo_far_from_every_key_gets_no_suggestion():
+    message = config_error(None, ["zzzzqqq=1"])
+    assert "'zzzzqqq'" in message and "did you mean" not in message
+
+
+def test_unknown_algo_lists_the_allowed_methods():
+    message = config_error(None, ["algo.name=foo"])
+    assert "algo.name" in message and "'foo'" in message and "allowed" in message
+    assert "bc" in message
+    for name in algos.REGISTRY:
+        assert name in message.split("allowed", 1)[1]
+
+
+def test_file_errors(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    message = config_error(str(missing), [])
+    assert "not found" in message and str(missing) in message
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("seeds: [1, 2\nenv:\n  size: 5\n")
+    message = config_error(str(broken), [])
+    assert message.startswith("cannot parse") and str(broken) in message
+
+    duplicated = tmp_path / "dup.yaml"
+    duplicated.write_text("seeds: 2\nseeds: 3\n")
+    assert str(duplicated) in config_error(str(duplicated), [])
+
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    assert "mapping" in config_error(str(listing), [])
+
+    # a directory (e.g. ``config=`` pointing at a folder) is a config error, not a crash
+    assert str(tmp_path) in config_error(str(tmp_path), [])
+
+    # a file's own mistakes are reported like overrides'
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("env:\n  num_bloks: 3\n")
+    message = config_error(str(typo), [])
+    assert "'env.num_bloks'" in message and "did you mean 'env.num_blocks'" in message
+
+
+# ---------------------------------------------------------------- good values
+def test_overrides_parse_with_the_right_types():
+    cfg = load(
+        None,
+        [
+            "algo.learning_rate=1e-3",
+            "algo.hidden_sizes=[64,32]",
+            "env.max_steps_in_episode=null",
+            "seeds=3",
+            "progress=false",
+            "trial.reset_mode=same",
+            "algo.max_grad_norm=2",
+        ],
+    )
+    assert type(cfg.algo.learning_rate) is float and cfg.algo.learning_rate == 0.001
+    assert cfg.algo.hidden_sizes == [64, 32] and all(type(h) is int for h in cfg.algo.hidden_sizes)
+    assert cfg.env.max_steps_in_episode is None
+    assert type(cfg.seeds) is int and cfg.seeds == 3
+    assert cfg.progress is False
+    assert cfg.trial.reset_mode == "same"
+    assert type(cfg.algo.max_grad_norm) is float and cfg.algo.max_grad_norm == 2.0
+    assert load(None, ["env.max_steps_in_episode=12"]).env.max_steps_in_episode == 12
+    # an override beats the file
+    assert load(str(QUICKSTART), ["seeds=5"]).seeds == 5
+
+
+def test_quickstart_loads_with_every_value_of_the_file():
+    cfg = load(str(QUICKSTART), [])
+    raw = yaml.safe_load(QUICKSTART.read_text())
+
+    def check(section, obj, prefix):
+        for key, value in section.items():
+            if isinstance(value, dict):
+                check(value, getattr(obj, key), prefix + key + ".")
+            else:
+                assert getattr(obj, key) == value, prefix + key
+                assert type(getattr(obj, key)) is type(value), prefix + key
+
+    check(raw, cfg, "")
+    assert cfg.name == "quickstart" and cfg.algo.name == "bc"
+
+
+def test_default_run_dir_follows_the_name():
+    assert load(str(QUICKSTART), []).run_dir == "runs/quickstart"
+    assert load(None, []).run_dir == "runs/run"
+    assert load(None, ["name=abc"]).run_dir == "runs/abc"
+    assert load(None, ["name=abc", "run_dir=/tmp/elsewhere"]).run_dir == "/tmp/elsewhere"
+
+
+# ------------------------------------------------------------------------ CLI
+def test_main_reports_config_errors_in_one_line(capsys, tmp_path):
+    cases = [
+        ([f"config={QUICKSTART}", "sedes=4"], "did you mean 'seeds'"),
+        ([f"config={tmp_path / 'missing.yaml'}"], "not found"),
+        (["algo.learnin_rate=0.1"], "did you mean 'algo.learning_rate'"),
+        (["trial.reset_mode=sometimes"], "trial.reset_mode"),
+        (["seeds"], "key=value"),
+    ]
+    for argv, needle in cases:
+        assert train.main(argv) == 2, argv
+        out, err = capsys.readouterr()
+        assert out == ""
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("config error: ") and needle in lines[0], err
+    assert train.main(["--verbose"]) == 2
+    assert "--verbose" in capsys.readouterr().err
+
+
+def test_help_lists_every_key_with_its_default(capsys):
+    assert train.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == help_text().strip()
+    lines = out.splitlines()
+    keys = all_keys()
+    # hand-written spot checks of keys and defaults
+    for key in ("seeds", "env.size", "trial.reset_mode", "algo.learning_rate", "algo.hidden_sizes"):
+        assert key in keys
+    expected = {"seeds": "1", "env.size": "7", "trial.reset_mode": "diff", "algo.learning_rate": "0.001"}
+    expected["env.max_steps_in_episode"] = "null"
+    expected["algo.hidden_sizes"] = "[128, 128]"
+
+    from jaxmeta.config import RunConfig
+
+    defaults = RunConfig()
+    for key in keys:
+        section, _, name = key.rpartition(".")
+        if section == "algo":
+            value = getattr(algos.REGISTRY["bc"].Config(), name)
+        else:
+            value = getattr(getattr(defaults, section) if section else defaults, name)
+        shown = "null" if value is None else str(value)
+        assert expected.get(key, shown) == shown, key
+        matching = [line for line in lines if line.split()[:1] == [key]]
+        assert len(matching) == 1, f"{key} listed {len(matching)} times"
+        assert f"default {shown} " in matching[0] + " ", (key, matching[0])
+
+
+def _snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p.relative_to(directory)): (
+            hashlib.sha256(p.read_bytes()).digest() if p.is_file() else b"dir",
+            p.stat().st_mtime_ns,
+        )
+        for p in sorted(directory.rglob("*"))
+    }
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run(
+        [sys.executable, "-m", "jaxmeta.train", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def existing_run_dir(tmp_path):
+    run_dir = tmp_path / "existing"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "notes.txt").write_text("precious results\n")
+    (run_dir / "checkpoints" / "data.bin").write_bytes(bytes(range(256)))
+    before = _snapshot(run_dir)
+    dir_mtime = run_dir.stat().st_mtime_ns
+    yield run_dir
+    assert _snapshot(run_dir) == before
+    assert run_dir.stat().st_mtime_ns == dir_mtime
+
+
+def test_cli_bad_key_exits_2_without_traceback(existing_run_dir):
+    proc = _cli(f"config={QUICKSTART}", f"run_dir={existing_run_dir}", "sedes=4")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("config error:"), proc.stderr
+    assert "did you mean 'seeds'" in lines[0]
+    assert proc.stdout == ""
+
+
+def test_cli_valid_config_refuses_a_foreign_run_dir(existing_run_dir):
+    # Valid by the schema, but run_dir holds something that is not a jaxmeta run:
+    # the runner must refuse before writing anything.
+    tiny = ["num_updates=10", "chunk_size=10", "checkpoint_every=10", "eval.every=10", "progress=false"]
+    tiny += ["plots=false", "trial.batch_size=2", "trial.num_steps=5", "algo.hidden_sizes=[8]"]
+    tiny += ["algo.num_train_tasks=4", "algo.num_test_tasks=4", "eval.num_tasks=4", "env.size=4"]
+    proc = _cli(f"config={QUICKSTART}", f"run_dir={existing_run_dir}", *tiny)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("config error:"), proc.stderr
+    assert str(existing_run_dir) in lines[0]
+
+
+def test_schema_fields_all_have_help_text():
+    # help_text() promises a meaning for every key
+    from jaxmeta.config import RunConfig
+
+    def walk(schema):
+        hints = typing.get_type_hints(schema)
+        for field in dataclasses.fields(schema):
+            assert field.metadata.get("help"), f"{schema.__name__}.{field.name} has no help"
+            if dataclasses.is_dataclass(hints[field.name]):
+                walked.append(field.name)
+                walk(hints[field.name])
+
+    walked = []
+
+    walk(RunConfig)
+    assert walked == ["env", "trial", "eval"]
+    for module in algos.REGISTRY.values():
+        walk(module.Config)
