@@ -13,6 +13,8 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from envs_jax.gridworld import Gridworld, GridworldTask, make_task_set, optimal_returns
 from envs_jax.wrappers import LegacyStepWrapper
 
@@ -43,9 +45,9 @@ def make(env_id: str, **overrides: Any) -> tuple[Any, Any]:
         raise ValueError(f"{env_id} has no setting {unknown[0]!r}; allowed: {', '.join(allowed)}")
     param_overrides = {k: v for k, v in overrides.items() if k in param_keys}
     for key, value in param_overrides.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
-    return env, params.replace(**param_overrides)
+    return env, params.replace(**{k: int(v) for k, v in param_overrides.items()})
 
 
 __all__ = [

@@ -17,6 +17,7 @@ Cells are numbered row-major, ``cell = row * size + col``. Actions:
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
@@ -362,9 +363,11 @@ def _check_int(name: str, value: Any, low: int) -> None:
 
 
 def optimal_returns(num_blocks: int, num_episodes: int) -> np.ndarray:
-    """Expected return of each episode of a trial for the Bayes-optimal agent.
+    """Expected return of each episode of a trial for the Bayes-optimal searcher.
 
-    The agent knows the task's layout but not which of the ``num_blocks``
+    The ceiling every method is measured against: the best an agent can do
+    that must end each episode on a block (an agent that idles until the time
+    limit scores 0 but learns nothing). The agent knows the task's layout but not which of the ``num_blocks``
     blocks is the goal (uniform prior); it remembers every failure and walks
     to one untried block per episode. Episode ``j`` (1-based) succeeds with
     probability ``1/X`` for ``j <= X`` and otherwise hits a trap, so
@@ -375,6 +378,16 @@ def optimal_returns(num_blocks: int, num_episodes: int) -> np.ndarray:
     _check_int("num_episodes", num_episodes, low=1)
     j = np.arange(1, num_episodes + 1, dtype=np.float64)
     return np.where(j <= num_blocks, (2 * j - num_blocks) / num_blocks, 1.0)
+
+
+@partial(jax.jit, static_argnums=0)
+def _sample_tasks(env: Gridworld, keys: jax.Array, params: EnvParams) -> GridworldTask:
+    return jax.vmap(env.sample_task, in_axes=(0, None))(keys, params)
+
+
+@partial(jax.jit, static_argnums=0)
+def _solvable(env: Gridworld, tasks: GridworldTask) -> jax.Array:
+    return jax.vmap(env.is_solvable)(tasks)
 
 
 def where_tasks(keep: Any, tasks: GridworldTask, replacements: GridworldTask) -> GridworldTask:
@@ -399,17 +412,16 @@ def make_task_set(
     Bayes-optimal behaviour of :func:`optimal_returns`.
     """
     _check_int("num_tasks", num_tasks, low=1)
-    sample = jax.jit(jax.vmap(env.sample_task, in_axes=(0, None)))
-    check = jax.jit(jax.vmap(env.is_solvable))
-    tasks = sample(jax.random.split(key, num_tasks), params)
+    params = env.default_params if params is None else params
+    tasks = _sample_tasks(env, jax.random.split(key, num_tasks), params)
     if not solvable_only:
         return tasks
     for _ in range(100):
-        ok = np.asarray(check(tasks))
+        ok = np.asarray(_solvable(env, tasks))
         if ok.all():
             return tasks
         key, sub = jax.random.split(key)
-        fresh = sample(jax.random.split(sub, num_tasks), params)
+        fresh = _sample_tasks(env, jax.random.split(sub, num_tasks), params)
         tasks = where_tasks(ok, tasks, fresh)
     raise RuntimeError(
         f"could not draw {num_tasks} solvable tasks; the grid (size={env.size}) may be too crowded "
