@@ -22,21 +22,21 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_BENCH_DIR = Path(__file__).resolve().parent
+for _p in (str(_BENCH_DIR), str(_BENCH_DIR.parent)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
-import envs_jax
-from benchmarks._common import (
-    RESULTS_DIR,
-    command_line,
-    load_average,
-    machine_info,
-    write_json,
-)
-from jaxmeta import trial
-from jaxmeta.memory import failure_bank
+import _common  # noqa: E402
+
+import envs_jax  # noqa: E402
+from jaxmeta import trial  # noqa: E402
+from jaxmeta.memory import failure_bank  # noqa: E402
 
 
-def build(batch: int, steps: int, num_tasks: int, capacity: int, length: int, with_bank: bool):
+def build(
+    batch: int, steps: int, num_tasks: int, capacity: int, length: int, max_episodes: int, with_bank: bool
+):
     env, params = envs_jax.make("Gridworld-v0", num_blocks=3)
     tasks = envs_jax.make_task_set(env, jax.random.PRNGKey(0), num_tasks, params)
     obs_example = jnp.zeros(env.obs_shape, jnp.float32)
@@ -62,14 +62,14 @@ def build(batch: int, steps: int, num_tasks: int, capacity: int, length: int, wi
             steps,
             "diff",
             memory=bank_view,
-            max_episodes=steps,
+            max_episodes=max_episodes,
         )
         cut, mask, ended = failure_bank.last_steps(
             {"obs": data.next_obs, "action": data.action, "reward": data.reward},
             data.episode_index,
             data.done,
             length,
-            steps,
+            max_episodes,
         )
         return data, episodes, cut, mask, ended
 
@@ -86,13 +86,16 @@ def build(batch: int, steps: int, num_tasks: int, capacity: int, length: int, wi
             lambda v, t, k: one_trial(v if with_bank else None, t, k)
         )(views, task_ids, keys)
         checksum = episodes.returns.sum() + data.obs.sum()
+        episode_counts = data.episode_index[:, -1] + 1
+        # Episodes past max_episodes are not cut out for the bank: count them.
+        past_max = jnp.maximum(episode_counts - max_episodes, 0).sum()
         if with_bank:
             failed = ended & ~episodes.success
             flat = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), cut)
             bank = failure_bank.add(
                 bank, episodes.task_id.reshape(-1), flat, mask.reshape((-1, length)), failed.reshape(-1)
             )
-        return bank, checksum
+        return bank, (checksum, past_max, episode_counts.sum())
 
     return run, bank
 
@@ -104,30 +107,36 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-tasks", type=int, default=1000)
     parser.add_argument("--capacity", type=int, default=16)
     parser.add_argument("--length", type=int, default=4)
+    parser.add_argument(
+        "--max-episodes", type=int, default=16, help="episode slots per trial cut for the bank"
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 8, 2 repeats, no JSON")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.repeats, args.num_tasks = 8, 2, 20
-    out = args.out or (None if args.quick else str(RESULTS_DIR / "trial_throughput.json"))
+    out = args.out or (None if args.quick else str(_common.RESULTS_DIR / "trial_throughput.json"))
 
-    load_start = load_average()
+    load_start = _common.load_average()
     results = {}
     for with_bank in (True, False):
-        run, bank = build(args.batch, args.steps, args.num_tasks, args.capacity, args.length, with_bank)
+        run, bank = build(
+            args.batch, args.steps, args.num_tasks, args.capacity, args.length, args.max_episodes, with_bank
+        )
         t0 = time.perf_counter()
         compiled = jax.jit(run, donate_argnums=0).lower(bank, jax.random.PRNGKey(0)).compile()
         compile_s = time.perf_counter() - t0
-        bank, checksum = compiled(bank, jax.random.PRNGKey(0))  # warm-up
-        jax.block_until_ready(checksum)
-        run_s = []
+        bank, extra = compiled(bank, jax.random.PRNGKey(0))  # warm-up
+        jax.block_until_ready(extra)
+        run_s, past_max, episodes = [], 0, 0
         for i in range(args.repeats):
             t0 = time.perf_counter()
             # The bank is threaded through the repeats, so it fills as in training.
-            bank, checksum = compiled(bank, jax.random.PRNGKey(i + 1))
-            jax.block_until_ready((bank, checksum))
+            bank, extra = compiled(bank, jax.random.PRNGKey(i + 1))
+            jax.block_until_ready((bank, extra))
             run_s.append(time.perf_counter() - t0)
+            past_max, episodes = past_max + int(extra[1]), episodes + int(extra[2])
         median_s = statistics.median(run_s)
         label = "with_bank" if with_bank else "without_bank"
         trials_per_s = args.batch / median_s
@@ -138,6 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
             "trials_per_s": trials_per_s,
             "env_steps_per_s": trials_per_s * args.steps,
             "bank_episodes_held": int(failure_bank.size(bank).sum()) if with_bank else None,
+            "episodes_per_trial": episodes / (args.repeats * args.batch),
+            "episodes_past_max_episodes_fraction": past_max / max(episodes, 1),
         }
         print(
             f"{label:>13}: {trials_per_s:10.0f} trials/s "
@@ -148,21 +159,22 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"bank traffic keeps {ratio:.0%} of the throughput of the same trials without it")
     report = {
         "benchmark": "trial_throughput",
-        "command": command_line(__file__, argv if argv is not None else sys.argv[1:]),
+        "command": _common.command_line(__file__, argv if argv is not None else sys.argv[1:]),
         "env": "Gridworld-v0 (W=7, X=3, C=6), random actions, reset_mode=diff",
         "batch": args.batch,
         "trial_steps": args.steps,
         "num_tasks": args.num_tasks,
         "bank_capacity": args.capacity,
         "bank_length": args.length,
+        "max_episodes": args.max_episodes,
         "results": results,
         "with_over_without": ratio,
-        "machine": machine_info(),
+        "machine": _common.machine_info(),
         "load_average_start": load_start,
-        "load_average_end": load_average(),
+        "load_average_end": _common.load_average(),
     }
     if out:
-        write_json(report, out)
+        _common.write_json(report, out)
         print(f"wrote {out}")
     return report
 

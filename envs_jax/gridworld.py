@@ -58,13 +58,31 @@ class EnvParams(environment.EnvParams):
 def distinct_integers(key: jax.Array, n: int, k: int) -> jax.Array:
     """``k`` distinct integers drawn uniformly without replacement from ``[0, n)``.
 
-    Every ordered ``k``-tuple of distinct values is equally likely. Costs
-    O(k^2) comparisons and no sort or permutation of all ``n`` values, which
-    keeps environment resets cheap under ``vmap``.
+    Every ordered ``k``-tuple of distinct values is equally likely (up to the
+    ``n / 2**32`` bias of :func:`uniform_below`). Costs one random draw and
+    O(k^2) comparisons, no sort or permutation of all ``n`` values, which keeps
+    environment resets cheap under ``vmap``.
     """
     if not 0 <= k <= n:
         raise ValueError(f"distinct_integers needs 0 <= k <= n, got k={k}, n={n}")
-    ranks = jax.random.randint(key, (k,), 0, n - jnp.arange(k, dtype=jnp.int32))
+    return _distinct_from_ranks(uniform_below(key, n - np.arange(k)))
+
+
+def uniform_below(key: jax.Array, bounds: Any) -> jax.Array:
+    """One integer uniform in ``[0, bounds[i])`` per entry, from a single 32-bit draw each.
+
+    Multiply-high of a uniform 32-bit word by the bound (Lemire's method
+    without rejection): bias at most ``bound / 2**32``, and far fewer hash
+    evaluations than one ``jax.random.randint`` call per bound.
+    """
+    bounds = jnp.asarray(bounds, jnp.uint32)
+    bits = jax.random.bits(key, bounds.shape, jnp.uint32)
+    return jax.lax.mulhi(bits, bounds).astype(jnp.int32)
+
+
+def _distinct_from_ranks(ranks: jax.Array) -> jax.Array:
+    """Map ``ranks[i]`` in ``[0, n - i)`` to the ``ranks[i]``-th value not chosen before."""
+    k = ranks.shape[0]
     chosen: list[jax.Array] = []
     for i in range(k):
         # The ranks[i]-th integer (0-based) not yet chosen is the least fixed
@@ -195,6 +213,33 @@ class Gridworld(environment.Environment[EnvState, EnvParams]):
             }
         )
 
+    @partial(jax.jit, static_argnames=("self",))
+    def step(
+        self,
+        key: jax.Array,
+        state: EnvState,
+        action: int | jax.Array,
+        params: EnvParams | None = None,
+    ) -> tuple[jax.Array, EnvState, jax.Array, jax.Array, jax.Array, dict[str, Any]]:
+        """gymnax 1.x ``step`` with auto-reset, rendering one observation per step.
+
+        Same contract as the base class (a new random task after ``terminated``
+        or ``truncated``; ``info["final_observation"]`` is the frame before the
+        reset), but the reset builds only a state, the two states are selected
+        first and the observation is drawn once: under ``vmap`` both branches
+        run on every step, so this halves the rendering work. ``step_env`` is
+        deterministic, so the reset may use ``key`` itself.
+        """
+        params = self.default_params if params is None else params
+        obs_st, state_st, reward, terminated, info = self.step_env(key, state, action, params)
+        truncated = self.is_truncated(state_st, params)
+        done = jnp.logical_or(terminated, truncated)
+        task = self.sample_task(key, params)
+        state_re = self.state_at_start(task)
+        state = jax.tree.map(lambda re, st: jax.lax.select(done, re, st), state_re, state_st)
+        info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": obs_st}
+        return self.get_obs(state), state, reward, terminated, truncated, info
+
     def step_env(
         self,
         key: jax.Array,
@@ -221,14 +266,10 @@ class Gridworld(environment.Environment[EnvState, EnvParams]):
     def get_obs(self, state: EnvState, params: EnvParams | None = None, key: Any = None) -> jax.Array:
         if self.obs_mode == "rgb":
             return self._rgb_cells(state).reshape(self.size, self.size, 3)
-        cells = jnp.arange(self.num_cells, dtype=jnp.int32)
-        agent = cells == state.agent_cell
-        # Blocks occupy distinct cells, so each cell holds at most one colour.
-        is_block = cells[:, None] == state.task.block_cells[None, :]
-        color_plus_one = jnp.sum(is_block * (state.task.block_colors + 1), axis=1)
-        colors = color_plus_one[:, None] == jnp.arange(1, self.num_colors + 1)
-        obs = jnp.concatenate([agent[:, None], colors], axis=1)
-        return obs.astype(jnp.float32).reshape(self.obs_shape)
+        obs = jnp.zeros((self.num_cells, 1 + self.num_colors), jnp.float32)
+        obs = obs.at[state.agent_cell, 0].set(1.0)
+        obs = obs.at[state.task.block_cells, 1 + state.task.block_colors].set(1.0)
+        return obs.reshape(self.obs_shape)
 
     def is_terminated(self, state: EnvState, params: EnvParams) -> jax.Array:
         return jnp.any(state.task.block_cells == state.agent_cell)
@@ -236,10 +277,13 @@ class Gridworld(environment.Environment[EnvState, EnvParams]):
     # ------------------------------------------------------------ task interface
     def sample_task(self, key: jax.Array, params: EnvParams | None = None) -> GridworldTask:
         """A random task: block cells, distinct colours, goal and start cell."""
-        key_cells, key_colors, key_goal = jax.random.split(key, 3)
-        cells = distinct_integers(key_cells, self.num_cells, self.num_blocks + 1)
-        colors = distinct_integers(key_colors, self.num_colors, self.num_blocks)
-        goal = jax.random.randint(key_goal, (), 0, self.num_blocks)
+        n, x, c = self.num_cells, self.num_blocks, self.num_colors
+        # One random draw for everything: ranks of the X+1 cells, of the X colours, and the goal.
+        bounds = np.concatenate([n - np.arange(x + 1), c - np.arange(x), [x]])
+        draws = uniform_below(key, bounds)
+        cells = _distinct_from_ranks(draws[: x + 1])
+        colors = _distinct_from_ranks(draws[x + 1 : 2 * x + 1])
+        goal = draws[-1]
         return GridworldTask(
             block_cells=cells[:-1], block_colors=colors, goal_index=goal, agent_start=cells[-1]
         )
@@ -249,8 +293,12 @@ class Gridworld(environment.Environment[EnvState, EnvParams]):
     ) -> tuple[jax.Array, EnvState]:
         """Start an episode of ``task`` (the start cell is part of the task)."""
         del key, params
-        state = EnvState(agent_cell=task.agent_start, task=task, time=jnp.zeros((), jnp.int32))
+        state = self.state_at_start(task)
         return self.get_obs(state), state
+
+    def state_at_start(self, task: GridworldTask) -> EnvState:
+        """The state at the start of an episode of ``task`` (no observation drawn)."""
+        return EnvState(agent_cell=task.agent_start, task=task, time=jnp.zeros((), jnp.int32))
 
     # ---------------------------------------------------------------- planning
     def distance_to_goal(self, task: GridworldTask) -> jax.Array:
