@@ -218,7 +218,7 @@ def test_help_lists_every_key_with_its_default(capsys):
             value = getattr(algos.REGISTRY["bc"].Config(), name)
         else:
             value = getattr(getattr(defaults, section) if section else defaults, name)
-        shown = "null" if value is None else str(value)
+        shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
         assert expected.get(key, shown) == shown, key
         matching = [line for line in lines if line.split()[:1] == [key]]
         assert len(matching) == 1, f"{key} listed {len(matching)} times"

@@ -156,28 +156,37 @@ def test_two_device_sharded_sweep(tmp_path):
 
 
 def test_bc_learns_on_one_block_and_writes_outputs(tmp_path):
-    """With a single block (the goal) imitation must pay: loss falls, held-out return rises."""
+    """With a single block (the goal) imitation must pay: loss falls, held-out return rises.
+
+    Reference: the optimum is 1 per episode (``optimal_returns(1, 2)``); an
+    untrained policy wanders and mostly times out (20 steps).
+    """
     run_dir = tmp_path / "run"
     cfg = tiny(
         run_dir,
         "env.num_blocks=1",
-        "num_updates=40",
+        "env.max_steps_in_episode=20",
+        "num_updates=60",
         "checkpoint_every=20",
         "eval.every=20",
+        "eval.greedy=true",
+        "eval.num_tasks=32",
         "trial.batch_size=16",
         "algo.hidden_sizes=[64]",
         "algo.learning_rate=0.003",
-        "env.max_steps_in_episode=20",
+        "algo.sgd_steps=4",
+        "algo.num_train_tasks=500",
+        "algo.num_test_tasks=32",
         "plots=true",
         "seeds=2",
     )
     summary = runner.run(cfg, log=lambda *_: None)
     table = rows(run_dir)
     losses = [r["loss"] for r in table if r["kind"] == "train"]
-    assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:4])
-    evals = {r["update"]: r["eval/total_return"] for r in table if r["kind"] == "eval"}
-    assert evals[40] > evals[0] + 0.2
-    assert summary["eval"]["episode_return"]["mean"][0] > 0.3
+    assert np.mean(losses[-8:]) < 0.5 * np.mean(losses[:4])
+    first = np.mean([r["eval/total_return"] for r in table if r["kind"] == "eval" and r["update"] == 0])
+    last = np.mean([r["eval/total_return"] for r in table if r["kind"] == "eval" and r["update"] == 60])
+    assert first < 1.0 and last > 1.5, (first, last)  # out of an optimum of 2 over two episodes
+    assert summary["optimal_episode_return"] == [1.0, 1.0]
     for name in ("config.yaml", "summary.json", "plots/learning_curves.png", "plots/episode_returns.png"):
         assert (run_dir / name).stat().st_size > 0
-    assert summary["optimal_episode_return"] == [1.0, 1.0]
