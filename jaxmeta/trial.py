@@ -276,6 +276,84 @@ def _select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
     return jax.tree.map(lambda a, b: jax.lax.select(pred, a, b), on_true, on_false)
 
 
+def failures_for_bank(
+    data: TrialData, episodes: EpisodeStats, length: int, max_episodes: int
+) -> tuple[jax.Array, dict, jax.Array, jax.Array]:
+    """What a batch of trials writes into failure banks: ``failure_bank.add``'s arguments.
+
+    Every episode of every trial (``[B, ...]`` inputs) is cut to its last
+    ``length`` steps, stored as ``{"obs": next_obs, "action", "reward"}`` so the
+    last stored frame is the one the final action led to (the agent on the
+    block that ended the episode). Failed = ended inside the trial without
+    success (a trap or a timeout); episodes cut off by the trial's end are not
+    failures. Returns flat ``(task_ids [B*E], steps [B*E, L, ...],
+    step_mask [B*E, L], is_failure [B*E])`` with ``E = max_episodes``.
+    """
+    from jaxmeta.memory import failure_bank
+
+    steps, mask, ended = jax.vmap(failure_bank.last_steps, in_axes=(0, 0, 0, None, None))(
+        {"obs": data.next_obs, "action": data.action, "reward": data.reward},
+        data.episode_index,
+        data.done,
+        length,
+        max_episodes,
+    )
+    failed = ended & ~episodes.success[:, :max_episodes]
+
+    def flat(x: jax.Array) -> jax.Array:
+        return x.reshape((-1, *x.shape[2:]))
+
+    return flat(episodes.task_id[:, :max_episodes]), jax.tree.map(flat, steps), flat(mask), flat(failed)
+
+
+def run_episodes_with_failure_bank(
+    env: Any,
+    env_params: Any,
+    policy_fn: PolicyFn,
+    policy_params: Any,
+    policy_carry: Any,
+    tasks: Any,
+    key: jax.Array,
+    num_episodes: int,
+    bank: Any,
+    memory_fn: Callable[[Any], Any],
+) -> tuple[jax.Array, jax.Array, Any]:
+    """The seed paper's test protocol on a set of tasks, one bank per task.
+
+    For each task, ``num_episodes`` episodes in a row; the policy reads
+    ``memory_fn(bank)`` (e.g. the bank's encoded episodes), and after each
+    failed episode its last ``bank.length`` steps are added to its task's bank
+    before the next episode. The policy carry restarts every episode. Returns
+    ``(returns [K, M], success [K, M], bank)`` for ``M`` tasks.
+    """
+    from jaxmeta.memory import failure_bank
+
+    num_tasks = jax.tree.leaves(tasks)[0].shape[0]
+    task_ids = jnp.arange(num_tasks)
+
+    def _episode(bank: Any, episode_key: jax.Array) -> tuple[Any, tuple[jax.Array, jax.Array]]:
+        # One episode per task: a trial as long as the episode limit, whose episode 0 counts.
+        data, episodes, _ = run_trials(
+            env,
+            env_params,
+            policy_fn,
+            policy_params,
+            policy_carry,
+            tasks,
+            task_ids,
+            episode_key,
+            env_params.max_steps_in_episode,
+            "same",
+            memory=memory_fn(bank),
+            max_episodes=1,
+        )
+        bank = failure_bank.add(bank, *failures_for_bank(data, episodes, bank.length, 1))
+        return bank, (episodes.returns[:, 0], episodes.success[:, 0])
+
+    bank, (returns, success) = jax.lax.scan(_episode, bank, jax.random.split(key, num_episodes))
+    return returns, success, bank
+
+
 __all__ = [
     "RESET_MODES",
     "EpisodeStats",
@@ -283,6 +361,8 @@ __all__ = [
     "StepInputs",
     "TrialData",
     "episode_stats",
+    "failures_for_bank",
+    "run_episodes_with_failure_bank",
     "run_trial",
     "run_trials",
 ]

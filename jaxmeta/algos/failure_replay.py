@@ -1,0 +1,315 @@
+"""Learning to learn from failures with per-task memory banks (Chen & Agrawal, 2020).
+
+A policy that keeps, for every training task, a bank of its own past failures
+across trials, and learns by imitation to use them: at each step it attends
+from the current observation over the task's stored failed episodes
+(``jaxmeta.nets.FailureMemoryPolicy``), optionally also over the steps of the
+current episode so far ("Memory + Temporal").
+
+Training (section 2 and 3 of the paper):
+
+1. A fixed set of training tasks, one failure bank each, kept on the device
+   across updates (part of the train state).
+2. Each update runs a batch of trials of ``T`` steps with the current policy
+   (``diff`` resets = RESET_DIFF, ``same`` = RESET_SAME); the banks are read,
+   not written, during the trial.
+3. Every visited step is labelled with the path-planning expert's action and
+   the policy is trained by behaviour cloning, so it learns to recover from
+   the states its own mistakes lead to.
+4. At the end of the trial the failed episodes (ended without success) are cut
+   to their last ``L`` steps and added to their task's bank; a full bank drops
+   its oldest episode.
+
+Evaluation (the paper's protocol): on held-out tasks the bank starts empty;
+the agent plays ``eval.episodes`` episodes of the same task, and after each
+failed one its last ``L`` steps go into the bank before the next episode.
+
+Read top to bottom: config, state, ``make`` (policy, init, update, evaluate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from jaxmeta.algos.api import Algo, Metrics, episode_metrics, make_env_setup
+from jaxmeta.config import ConfigError, param
+from jaxmeta.memory import failure_bank
+from jaxmeta.nets.failure_memory import FailureMemoryPolicy
+from jaxmeta.trial import (
+    StepInputs,
+    TrialData,
+    failures_for_bank,
+    run_episodes_with_failure_bank,
+    run_trials,
+)
+
+
+@dataclasses.dataclass
+class Config:
+    name: str = param("failure_replay", "method: memory banks of past failures (Chen & Agrawal 2020)")
+    temporal: bool = param(False, "also attend over the current episode's steps (Memory + Temporal)")
+    bank_capacity: int = param(8, "N: failed episodes kept per task (oldest dropped)", min=1)
+    bank_length: int = param(1, "L: last steps stored per failed episode", min=1)
+    features: int = param(64, "E: embedding width", min=1)
+    num_heads: int = param(4, "attention heads (must divide features)", min=1)
+    encoder_layers: int = param(1, "transformer layers of the trajectory encoder", min=1)
+    hidden: int = param(128, "hidden width of the MLPs", min=1)
+    temporal_window: int = param(32, "steps of the current episode the temporal attention sees", min=1)
+    max_episodes_per_trial: int = param(
+        16, "episode slots cut per trial for the banks; later ones are not stored", min=1
+    )
+    learning_rate: float = param(3e-4, "Adam step size", min=0.0, min_exclusive=True)
+    max_grad_norm: float = param(1.0, "clip gradients to this global norm", min=0.0, min_exclusive=True)
+    num_train_tasks: int = param(1000, "fixed training tasks, one bank each", min=1)
+    num_test_tasks: int = param(256, "held-out test tasks (evaluation uses eval.num_tasks of them)", min=1)
+
+
+def validate_config(cfg: Any) -> None:
+    algo = cfg.algo
+    max_steps = cfg.env.max_steps_in_episode or 2 * cfg.env.size**2
+    if algo.bank_length > max_steps:
+        raise ConfigError(
+            f"algo.bank_length (L={algo.bank_length}) must be <= the episode limit "
+            f"env.max_steps_in_episode={max_steps}"
+        )
+    if algo.features % algo.num_heads:
+        raise ConfigError(f"algo.num_heads={algo.num_heads} must divide algo.features={algo.features}")
+    if cfg.eval.num_tasks > algo.num_test_tasks:
+        raise ConfigError(
+            f"eval.num_tasks must be <= algo.num_test_tasks={algo.num_test_tasks}, got {cfg.eval.num_tasks}"
+        )
+
+
+@struct.dataclass
+class TrainState:
+    params: Any
+    opt_state: Any
+    bank: failure_bank.FailureBank  # one bank per training task, kept across updates
+    key: jax.Array
+    update_step: jax.Array
+
+
+@struct.dataclass
+class Window:
+    """The policy's carry while acting: tokens of the current episode so far."""
+
+    tokens: jax.Array  # [K, E], newest last
+    valid: jax.Array  # [K] bool
+    time: jax.Array  # int32, steps since the episode started
+
+
+class Parts(NamedTuple):
+    """The method's pieces, for tests and for users composing their own loop."""
+
+    algo: Algo
+    network: FailureMemoryPolicy
+    setup: Any  # EnvSetup: env, params, train and test tasks
+    encode: Any  # (params, bank) -> memory the policy reads
+    sample_policy: Any
+    greedy_policy: Any
+    empty_window: Window
+    trial_logits: Any  # (params, one trial's data, memory) -> [T, A]
+    collect: Any  # state -> (data, episodes): one batch of training trials, expert labels in data.extras
+
+
+def make(cfg: Any) -> Algo:
+    """Build ``init``, ``update`` and ``evaluate`` for a validated run config."""
+    return make_parts(cfg).algo
+
+
+def make_parts(cfg: Any) -> Parts:
+    """Everything :func:`make` builds, by name."""
+    algo_cfg = cfg.algo
+    setup = make_env_setup(cfg.env, algo_cfg.num_train_tasks, algo_cfg.num_test_tasks, cfg.task_seed)
+    env, env_params = setup.env, setup.params
+    num_actions, length, capacity = env.num_actions, algo_cfg.bank_length, algo_cfg.bank_capacity
+    window_len = algo_cfg.temporal_window
+    network = FailureMemoryPolicy(
+        num_actions=num_actions,
+        bank_length=length,
+        features=algo_cfg.features,
+        num_heads=algo_cfg.num_heads,
+        encoder_layers=algo_cfg.encoder_layers,
+        hidden=algo_cfg.hidden,
+        temporal=algo_cfg.temporal,
+        temporal_window=window_len,
+    )
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(algo_cfg.max_grad_norm), optax.adam(algo_cfg.learning_rate)
+    )
+    obs_space = env.observation_space(env_params)
+    step_example = {
+        "obs": jnp.zeros(obs_space.shape, obs_space.dtype),
+        "action": jnp.zeros((), jnp.int32),
+        "reward": jnp.zeros((), jnp.float32),
+    }
+    test_tasks = jax.tree.map(lambda leaf: leaf[: cfg.eval.num_tasks], setup.test_tasks)
+    num_test = cfg.eval.num_tasks
+    empty_window = Window(
+        tokens=jnp.zeros((window_len, algo_cfg.features)),
+        valid=jnp.zeros((window_len,), bool),
+        time=jnp.zeros((), jnp.int32),
+    )
+
+    def encode(params: Any, bank: failure_bank.FailureBank) -> dict:
+        """Episode vectors of every bank, computed once per trial batch."""
+        vectors = network.apply(params, bank.steps, bank.step_mask, method=FailureMemoryPolicy.encode_bank)
+        return {"episodes": vectors, "slot_mask": bank.slot_mask}
+
+    def make_policy(greedy: bool) -> Any:
+        def policy(params: Any, inputs: StepInputs, window: Window, memory: dict, key: jax.Array) -> Any:
+            start = inputs.episode_start
+            # A new episode: forget the last one's steps; its first token has "no action yet".
+            valid = jnp.where(start, False, window.valid)
+            time = jnp.where(start, 0, window.time)
+            prev_action = jnp.where(start, num_actions, inputs.prev_action)
+            prev_reward = jnp.where(start, 0.0, inputs.prev_reward)
+            valid = jnp.concatenate([valid[1:], jnp.ones((1,), bool)])
+            logits, tokens = network.apply(
+                params,
+                inputs.obs,
+                prev_action,
+                prev_reward,
+                time,
+                window.tokens,
+                valid,
+                memory["episodes"][inputs.task_id],
+                memory["slot_mask"][inputs.task_id],
+                method=FailureMemoryPolicy.act,
+            )
+            action = jnp.argmax(logits) if greedy else jax.random.categorical(key, logits)
+            return action, Window(tokens=tokens, valid=valid, time=time + 1)
+
+        return policy
+
+    sample_policy, greedy_policy = make_policy(False), make_policy(True)
+
+    def expert_label(env_state: Any) -> jax.Array:
+        return env.expert_action(env_state, env_params)
+
+    def trial_logits(params: Any, data: TrialData, memory: dict) -> jax.Array:
+        """Logits of every step of one recorded trial (``[T, A]``), as the acting policy computed them."""
+        steps = data.action.shape[0]
+        t = jnp.arange(steps)
+        start = jnp.concatenate([jnp.ones((1,), bool), data.done[:-1]])
+        start_pos = jax.lax.cummax(jnp.where(start, t, 0))
+        query = network.apply(params, data.obs, method=FailureMemoryPolicy.query)
+        m = network.apply(
+            params,
+            query,
+            memory["episodes"][data.task_id],
+            memory["slot_mask"][data.task_id],
+            method=FailureMemoryPolicy.read_memory,
+        )
+        if not algo_cfg.temporal:
+            return network.apply(params, query, m, method=FailureMemoryPolicy.logits)
+        prev_action = jnp.where(
+            start, num_actions, jnp.concatenate([jnp.zeros((1,), jnp.int32), data.action[:-1]])
+        )
+        prev_reward = jnp.where(start, 0.0, jnp.concatenate([jnp.zeros((1,)), data.reward[:-1]]))
+        tokens = network.apply(
+            params, data.obs, prev_action, prev_reward, t - start_pos, method=FailureMemoryPolicy.step_token
+        )
+        # Step q sees steps k of its own episode with q - window < k <= q: the acting window.
+        same_episode = start_pos[:, None] == start_pos[None, :]
+        visible = same_episode & (t[None, :] <= t[:, None]) & (t[:, None] - t[None, :] < window_len)
+        v_o = network.apply(
+            params, tokens, tokens, visible[None], method=FailureMemoryPolicy.temporal_features
+        )
+        return network.apply(params, v_o, m, method=FailureMemoryPolicy.logits)
+
+    def init(key: jax.Array) -> TrainState:
+        key, init_key = jax.random.split(key)
+        bank = failure_bank.init(algo_cfg.num_train_tasks, capacity, length, step_example)
+        one_bank = jax.tree.map(lambda x: x[0], bank)
+        params = network.init(
+            init_key,
+            step_example["obs"],
+            one_bank.steps,
+            one_bank.step_mask,
+            one_bank.slot_mask,
+            jnp.int32(num_actions),
+            jnp.float32(0.0),
+        )
+        return TrainState(params, optimizer.init(params), bank, key, jnp.zeros((), jnp.int32))
+
+    def collect(state: TrainState) -> tuple[TrialData, Any]:
+        """A batch of trials by the current policy, every step labelled by the expert."""
+        _, task_key, trial_key = jax.random.split(state.key, 3)
+        task_ids = jax.random.randint(task_key, (cfg.trial.batch_size,), 0, algo_cfg.num_train_tasks)
+        memory = encode(state.params, state.bank)
+        data, episodes, _ = run_trials(
+            env,
+            env_params,
+            sample_policy,
+            state.params,
+            empty_window,
+            setup.train_tasks,
+            task_ids,
+            trial_key,
+            cfg.trial.num_steps,
+            cfg.trial.reset_mode,
+            memory=memory,
+            max_episodes=algo_cfg.max_episodes_per_trial,
+            record_fn=expert_label,
+        )
+        return data, episodes
+
+    def update(state: TrainState) -> tuple[TrainState, Metrics]:
+        key = jax.random.split(state.key, 3)[0]  # collect uses the other two
+        data, episodes = collect(state)
+        labels = data.extras
+
+        def loss_fn(params: Any) -> tuple[jax.Array, jax.Array]:
+            memory = encode(params, state.bank)
+            logits = jax.vmap(trial_logits, in_axes=(None, 0, None))(params, data, memory)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            return loss, (jnp.argmax(logits, -1) == labels).mean()
+
+        (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        # The trial's failures go into their tasks' banks for the next trials.
+        bank = failure_bank.add(
+            state.bank, *failures_for_bank(data, episodes, length, algo_cfg.max_episodes_per_trial)
+        )
+        metrics = {
+            "loss": loss,
+            "accuracy": accuracy,
+            "bank_fill": failure_bank.size(bank).mean() / capacity,
+            **episode_metrics(episodes, "train/"),
+        }
+        return TrainState(params, opt_state, bank, key, state.update_step + 1), metrics
+
+    def evaluate(state: TrainState, key: jax.Array) -> Metrics:
+        """Held-out tasks, empty banks; after each failed episode its last L steps join the bank."""
+        returns, success, bank = run_episodes_with_failure_bank(
+            env,
+            env_params,
+            greedy_policy if cfg.eval.greedy else sample_policy,
+            state.params,
+            empty_window,
+            test_tasks,
+            key,
+            cfg.eval.episodes,
+            failure_bank.init(num_test, capacity, length, step_example),
+            lambda bank: encode(state.params, bank),
+        )
+        mean_returns = returns.mean(axis=1)  # [K]
+        return {
+            "eval/episode_return": mean_returns,
+            "eval/episode_success": success.mean(axis=1),
+            "eval/total_return": mean_returns.sum(),
+            "eval/bank_fill": failure_bank.size(bank).mean() / capacity,
+        }
+
+    algo = Algo("failure_replay", init, update, evaluate)
+    return Parts(
+        algo, network, setup, encode, sample_policy, greedy_policy, empty_window, trial_logits, collect
+    )

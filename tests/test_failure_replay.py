@@ -1,0 +1,269 @@
+"""The memory-bank agent: network masking and invariances, the test protocol, training."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs_jax
+from envs_jax.gridworld import EnvState
+from jaxmeta import config, runner, trial
+from jaxmeta.algos import failure_replay
+from jaxmeta.memory import failure_bank
+from jaxmeta.nets.attention import GRUGate
+from jaxmeta.nets.failure_memory import FailureMemoryPolicy
+
+W, C, N, L = 5, 3, 4, 3
+
+
+def small_config(run_dir="/tmp/unused", *extra):
+    return config.load(
+        None,
+        [
+            f"run_dir={run_dir}",
+            "algo.name=failure_replay",
+            f"env.size={W}",
+            "env.num_blocks=2",
+            f"env.num_colors={C}",
+            "env.max_steps_in_episode=10",
+            "trial.num_steps=24",
+            "trial.batch_size=4",
+            f"algo.bank_capacity={N}",
+            f"algo.bank_length={L}",
+            "algo.features=16",
+            "algo.num_heads=2",
+            "algo.hidden=16",
+            "algo.temporal_window=4",
+            "algo.max_episodes_per_trial=8",
+            "algo.num_train_tasks=12",
+            "algo.num_test_tasks=8",
+            "eval.num_tasks=8",
+            "eval.episodes=2",
+            "seeds=1",
+            "num_updates=12",
+            "chunk_size=4",
+            "checkpoint_every=12",
+            "eval.every=12",
+            "progress=false",
+            "plots=false",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def net_and_params():
+    net = FailureMemoryPolicy(
+        num_actions=4, bank_length=L, features=16, num_heads=2, hidden=16, temporal=True
+    )
+    key = jax.random.PRNGKey(0)
+    bank = random_bank(key)
+    params = net.init(key, bank["obs"][0, 0], *bank_args(bank), jnp.int32(4), jnp.float32(0))
+    return net, params
+
+
+def random_bank(key):
+    k1, k2, k3 = jax.random.split(key, 3)
+    return {
+        "obs": jax.random.bernoulli(k1, 0.2, (N, L, W, W, 1 + C)).astype(jnp.float32),
+        "action": jax.random.randint(k2, (N, L), 0, 4),
+        "reward": jax.random.choice(k3, jnp.array([-1.0, 0.0, 1.0]), (N, L)),
+        "step_mask": jnp.ones((N, L), bool),
+        "slot_mask": jnp.ones((N,), bool),
+    }
+
+
+def bank_args(bank):
+    steps = {k: bank[k] for k in ("obs", "action", "reward")}
+    return steps, bank["step_mask"], bank["slot_mask"]
+
+
+def logits(net, params, obs, bank):
+    return net.apply(params, obs, *bank_args(bank), jnp.int32(4), jnp.float32(0))
+
+
+def test_padding_slots_and_steps_never_change_the_output(net_and_params):
+    net, params = net_and_params
+    bank = random_bank(jax.random.PRNGKey(1))
+    obs = bank["obs"][0, 0]
+    bank["slot_mask"] = jnp.array([True, False, True, False])
+    bank["step_mask"] = jnp.array([[False, True, True], [True, True, True], [False, False, True], [True] * 3])
+    garbage = random_bank(jax.random.PRNGKey(2))
+    other = dict(bank)
+    keep_step = bank["step_mask"] & bank["slot_mask"][:, None]
+    for name in ("obs", "action", "reward"):
+        shape = (N, L) + (1,) * (bank[name].ndim - 2)
+        other[name] = jnp.where(keep_step.reshape(shape), bank[name], garbage[name])
+    np.testing.assert_allclose(logits(net, params, obs, bank), logits(net, params, obs, other), atol=1e-6)
+    # and the garbage does change the output when it is not masked
+    unmasked = {**other, "slot_mask": jnp.ones(N, bool), "step_mask": jnp.ones((N, L), bool)}
+    assert not np.allclose(logits(net, params, obs, bank), logits(net, params, obs, unmasked), atol=1e-4)
+
+
+def test_empty_bank_gives_zero_memory(net_and_params):
+    net, params = net_and_params
+    bank = random_bank(jax.random.PRNGKey(3))
+    episodes = net.apply(params, *bank_args(bank)[:2], method=FailureMemoryPolicy.encode_bank)
+    query = net.apply(params, bank["obs"][0, 0], method=FailureMemoryPolicy.query)
+    m_empty = net.apply(params, query, episodes, jnp.zeros(N, bool), method=FailureMemoryPolicy.read_memory)
+    assert np.all(np.asarray(m_empty) == 0.0)
+    m_full = net.apply(params, query, episodes, jnp.ones(N, bool), method=FailureMemoryPolicy.read_memory)
+    assert np.abs(np.asarray(m_full)).sum() > 0
+
+
+def test_bank_slot_order_does_not_matter(net_and_params):
+    net, params = net_and_params
+    bank = random_bank(jax.random.PRNGKey(4))
+    bank["slot_mask"] = jnp.array([True, True, False, True])
+    obs = random_bank(jax.random.PRNGKey(5))["obs"][0, 0]
+    perm = np.array([3, 0, 2, 1])
+    permuted = {k: v[perm] for k, v in bank.items()}
+    np.testing.assert_allclose(logits(net, params, obs, bank), logits(net, params, obs, permuted), atol=1e-5)
+
+
+def test_gru_gate_matches_the_formula():
+    gate = GRUGate(gate_bias=2.0)
+    x, y = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 8))
+    params = gate.init(jax.random.PRNGKey(1), x, y)["params"]
+
+    def dense(name, v):
+        p = params[name]
+        return np.asarray(v) @ np.asarray(p["kernel"]) + (np.asarray(p["bias"]) if "bias" in p else 0.0)
+
+    def sigmoid(v):
+        return 1.0 / (1.0 + np.exp(-v))
+
+    r = sigmoid(dense("w_r", y) + dense("u_r", x))
+    z = sigmoid(dense("w_z", y) + dense("u_z", x) - 2.0)
+    h = np.tanh(dense("w_g", y) + dense("u_g", r * np.asarray(x)))
+    expected = (1 - z) * np.asarray(x) + z * h
+    np.testing.assert_allclose(gate.apply({"params": params}, x, y), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("temporal", [False, True])
+def test_acting_and_training_compute_the_same_policy(temporal):
+    """The logits trained on (whole trials at once) are those the agent acted with (step by step)."""
+    parts = failure_replay.make_parts(small_config("/tmp/unused", f"algo.temporal={str(temporal).lower()}"))
+    state = parts.algo.init(jax.random.PRNGKey(0))
+    # Fill the banks a little so memory matters.
+    state = jax.jit(parts.algo.update)(state)[0]
+    state = jax.jit(parts.algo.update)(state)[0]
+    assert int(failure_bank.size(state.bank).sum()) > 0
+    setup = parts.setup
+    memory = parts.encode(state.params, state.bank)
+    data, _, _ = jax.jit(
+        lambda key: trial.run_trials(
+            setup.env,
+            setup.params,
+            parts.greedy_policy,
+            state.params,
+            parts.empty_window,
+            setup.train_tasks,
+            jnp.arange(6) % 12,
+            key,
+            40,
+            "diff",
+            memory=memory,
+        )
+    )(jax.random.PRNGKey(7))
+    assert int(data.episode_index[:, -1].max()) >= 2  # several episodes, windows of 4 get full
+    recomputed = jax.jit(jax.vmap(parts.trial_logits, in_axes=(None, 0, None)))(state.params, data, memory)
+    np.testing.assert_array_equal(np.argmax(recomputed, -1), np.asarray(data.action))
+
+
+def test_behaviour_cloning_labels_are_the_expert_actions():
+    parts = failure_replay.make_parts(small_config())
+    state = parts.algo.init(jax.random.PRNGKey(0))
+    data, _ = jax.jit(parts.collect)(state)
+    env, params, tasks = parts.setup.env, parts.setup.params, parts.setup.train_tasks
+    agent_cells = np.asarray(data.obs[..., 0]).reshape(*data.action.shape, -1).argmax(-1)
+
+    def expert(task_id, cell):
+        task = jax.tree.map(lambda x: x[task_id], tasks)
+        return env.expert_action(EnvState(agent_cell=cell, task=task, time=jnp.int32(0)), params)
+
+    expected = jax.vmap(jax.vmap(expert))(data.task_id, jnp.asarray(agent_cells))
+    np.testing.assert_array_equal(np.asarray(data.extras), np.asarray(expected))
+
+
+def searcher_policy(env, env_params):
+    """Scripted Bayes-optimal searcher: walks to block number (failures so far), avoiding the others."""
+
+    def policy(params, inputs, carry, memory, key):
+        failures, tasks = memory
+        task = jax.tree.map(lambda x: x[inputs.task_id], tasks)
+        target = jnp.minimum(failures[inputs.task_id], env.num_blocks - 1)
+        cell = jnp.argmax(inputs.obs[..., 0].reshape(-1))
+        state = EnvState(agent_cell=cell, task=task.replace(goal_index=target), time=jnp.int32(0))
+        return env.expert_action(state, env_params), carry
+
+    return policy
+
+
+@pytest.mark.parametrize("length", [1, 2])
+def test_protocol_adds_only_failures_and_keeps_the_last_frames(length):
+    env, env_params = envs_jax.make("Gridworld-v0", size=6, num_blocks=3, num_colors=4)
+    tasks = envs_jax.make_task_set(env, jax.random.PRNGKey(0), 24, env_params)
+    step_example = {"obs": jnp.zeros(env.obs_shape), "action": jnp.int32(0), "reward": jnp.float32(0)}
+    bank = failure_bank.init(24, 4, length, step_example)
+    returns, success, bank = jax.jit(
+        lambda key, bank: trial.run_episodes_with_failure_bank(
+            env,
+            env_params,
+            searcher_policy(env, env_params),
+            None,
+            None,
+            tasks,
+            key,
+            5,
+            bank,
+            lambda b: (failure_bank.size(b), tasks),
+        )
+    )(jax.random.PRNGKey(1), bank)
+    goal = np.asarray(tasks.goal_index)
+    episode = np.arange(5)[:, None]
+    # Independent reference: block k is tried in episode k; everything before the goal fails.
+    np.testing.assert_array_equal(np.asarray(returns), np.where(episode < goal, -1.0, 1.0))
+    np.testing.assert_array_equal(np.asarray(success), episode >= goal)
+    np.testing.assert_allclose(
+        np.asarray(returns).mean(1), envs_jax.optimal_returns(3, 5), atol=0.5
+    )  # goals are uniform, 24 tasks
+    steps, step_mask, slot_mask = failure_bank.read(bank, jnp.arange(24))
+    np.testing.assert_array_equal(np.asarray(slot_mask).sum(1), goal)  # only the failures were stored
+    cells = np.asarray(tasks.block_cells)
+    for task in range(24):
+        for slot in range(goal[task]):
+            last = np.asarray(steps["obs"][task, slot, -1])
+            agent_cell = last[..., 0].reshape(-1).argmax()
+            assert agent_cell == cells[task, slot]  # the agent on trap number `slot`, oldest first
+            assert last[..., 1:].reshape(-1, 4)[agent_cell].sum() == 1  # ... and that block drawn
+            assert float(steps["reward"][task, slot, -1]) == -1.0
+            assert bool(step_mask[task, slot, -1])
+
+
+def test_tiny_training_run_loss_falls(tmp_path):
+    cfg = small_config(tmp_path / "run", "num_updates=24", "checkpoint_every=24", "eval.every=24")
+    runner.run(cfg, log=lambda *_: None)
+    import json
+
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["kind"] == "train"]
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.05
+    fills = [r["bank_fill"] for r in rows if r["kind"] == "train"]
+    assert fills[-1] > fills[0]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("algo.bank_length=11", "algo.bank_length"),
+        ("algo.bank_capacity=0", "algo.bank_capacity"),
+        ("trial.reset_mode=other", "trial.reset_mode"),
+        ("algo.num_heads=3", "algo.num_heads"),
+    ],
+)
+def test_bad_settings_are_config_errors(override, message):
+    with pytest.raises(config.ConfigError, match=message):
+        small_config("/tmp/unused", override)
+    with pytest.raises(config.ConfigError, match="unknown method"):
+        config.load(None, ["algo.name=memory_agent"])
