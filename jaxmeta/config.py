@@ -16,6 +16,7 @@ import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -110,19 +111,7 @@ def _algo_registry() -> Mapping[str, Any]:
 
 def load(path: str | None, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a YAML file and ``key=value`` overrides into a validated :class:`RunConfig`."""
-    base: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = OmegaConf.load(path)
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as err:  # a directory, no permission, not text
-            raise ConfigError(f"cannot read config file {path}: {_one_line(err)}") from None
-        except (OmegaConfBaseException, yaml.YAMLError) as err:
-            raise ConfigError(f"cannot parse {path}: {_one_line(err)}") from None
-        base = OmegaConf.to_container(loaded) or {}
-        if not isinstance(base, dict):
-            raise ConfigError(f"{path} must hold a mapping of keys to values")
+    base: dict[str, Any] = {} if path is None else _read_yaml(path, seen=())
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override {item!r} must look like key=value (e.g. seeds=4)")
@@ -135,6 +124,32 @@ def load(path: str | None, overrides: Sequence[str] = ()) -> RunConfig:
     except (OmegaConfBaseException, yaml.YAMLError) as err:
         raise ConfigError(f"bad config: {_one_line(err)}") from None
     return from_dict(raw)
+
+
+def _read_yaml(path: str, seen: tuple[str, ...]) -> dict[str, Any]:
+    """One config file as a dict; a ``base: OTHER.yaml`` key (relative to the file)
+    is read first and this file's keys are merged over it (ablations stay short)."""
+    try:
+        loaded = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:  # a directory, no permission, not text
+        raise ConfigError(f"cannot read config file {path}: {_one_line(err)}") from None
+    except (OmegaConfBaseException, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot parse {path}: {_one_line(err)}") from None
+    raw = OmegaConf.to_container(loaded) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values")
+    parent = raw.pop("base", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError(f"base in {path} must be a file name, got {parent!r}")
+    parent_path = str(Path(path).parent / parent)
+    if parent_path in seen:
+        raise ConfigError(f"base files form a cycle: {' -> '.join((*seen, parent_path))}")
+    merged = OmegaConf.merge(OmegaConf.create(_read_yaml(parent_path, (*seen, path))), OmegaConf.create(raw))
+    return OmegaConf.to_container(merged)
 
 
 def from_dict(raw: Mapping[str, Any]) -> RunConfig:
@@ -304,6 +319,7 @@ def help_text() -> str:
         "",
         "Trains, evaluates, checkpoints and plots one configuration; key=value overrides",
         "any key of the YAML file (dotted for sections, e.g. algo.learning_rate=1e-3).",
+        "A config file may start from another one with base: OTHER.yaml (its keys override the base).",
         "A run_dir that holds checkpoints is resumed. Exit status 2 on a config error.",
         "",
     ]

@@ -92,3 +92,75 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
     return written
+
+
+def memory_trial_gif(
+    env: Any,
+    env_params: Any,
+    task: Any,
+    episodes: list[dict[str, np.ndarray]],
+    path: str | Path,
+    title: str = "",
+    cell_pixels: int = 24,
+    fps: int = 4,
+) -> Path:
+    """Animate one test trial of a memory agent: the grid next to its task's bank.
+
+    ``episodes[k]`` holds ``agent_cells [S]`` (the agent's cell at each frame of
+    episode k, the final frame included), ``return`` and ``bank_obs [N, ...]``
+    with ``bank_valid [N]``: the stored last frames the agent could read during
+    that episode. The goal has a gold frame in the picture (the agent never sees it).
+    """
+    import imageio.v2 as imageio
+    import jax.numpy as jnp
+    from PIL import Image, ImageDraw
+
+    from envs_jax.gridworld import EnvState
+
+    thumb = max(6, cell_pixels // 3)
+
+    def grid(cell: int) -> np.ndarray:
+        state = EnvState(agent_cell=jnp.int32(cell), task=task, time=jnp.int32(0))
+        return np.asarray(env.render(state, env_params, cell_pixels=cell_pixels))
+
+    def stored(obs: np.ndarray) -> np.ndarray:
+        cell = int(obs[..., 0].reshape(-1).argmax())
+        return np.asarray(
+            env.render(
+                EnvState(agent_cell=jnp.int32(cell), task=task, time=jnp.int32(0)),
+                env_params,
+                cell_pixels=thumb,
+            )
+        )
+
+    frames = []
+    for k, ep in enumerate(episodes):
+        bank = [stored(o) if v else None for o, v in zip(ep["bank_obs"], ep["bank_valid"], strict=True)]
+        for i, cell in enumerate(ep["agent_cells"]):
+            board = grid(int(cell))
+            size = board.shape[0]
+            slot = size // 2 - 4
+            panel_w = 2 * (slot + 6) + 10
+            canvas = Image.new("RGB", (size + panel_w + 20, size + 46), "white")
+            canvas.paste(Image.fromarray(board), (10, 36))
+            draw = ImageDraw.Draw(canvas)
+            last = i == len(ep["agent_cells"]) - 1
+            outcome = (
+                {1.0: "goal!", -1.0: "trap", 0.0: "timeout"}.get(float(ep["return"]), "") if last else ""
+            )
+            draw.text((10, 4), f"{title}  episode {k + 1}/{len(episodes)}  step {i}  {outcome}", fill="black")
+            draw.text((size + 20, 22), "failure bank (last frames)", fill="black")
+            for j, img in enumerate(bank):
+                x0 = size + 20 + (j % 2) * (slot + 6)
+                y0 = 36 + (j // 2) * (slot + 6)
+                if img is None:
+                    draw.rectangle([x0, y0, x0 + slot, y0 + slot], outline=(200, 200, 200))
+                else:
+                    canvas.paste(Image.fromarray(img).resize((slot, slot), Image.NEAREST), (x0, y0))
+            frames.append(np.asarray(canvas))
+            if last:
+                frames += [np.asarray(canvas)] * 2  # linger on the outcome
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimsave(path, frames, duration=1.0 / fps, loop=0)
+    return path

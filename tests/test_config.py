@@ -205,9 +205,11 @@ def test_help_lists_every_key_with_its_default(capsys):
     # hand-written spot checks of keys and defaults
     for key in ("seeds", "env.size", "trial.reset_mode", "algo.learning_rate", "algo.hidden_sizes"):
         assert key in keys
-    expected = {"seeds": "1", "env.size": "7", "trial.reset_mode": "diff", "algo.learning_rate": "0.001"}
+    expected = {"seeds": "1", "env.size": "7", "trial.reset_mode": "diff"}
+    expected_bc = {"learning_rate": "0.001", "hidden_sizes": "[128, 128]"}
     expected["env.max_steps_in_episode"] = "null"
-    expected["algo.hidden_sizes"] = "[128, 128]"
+    for name, shown in expected_bc.items():
+        assert str(getattr(algos.REGISTRY["bc"].Config(), name)) == shown
 
     from jaxmeta.config import RunConfig
 
@@ -215,14 +217,17 @@ def test_help_lists_every_key_with_its_default(capsys):
     for key in keys:
         section, _, name = key.rpartition(".")
         if section == "algo":
-            value = getattr(algos.REGISTRY["bc"].Config(), name)
+            # Each method lists its own algo section: one line per method that has the key.
+            methods = [m for _, m in sorted(algos.REGISTRY.items()) if hasattr(m.Config(), name)]
+            values = [getattr(m.Config(), name) for m in methods]
         else:
-            value = getattr(getattr(defaults, section) if section else defaults, name)
-        shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-        assert expected.get(key, shown) == shown, key
+            values = [getattr(getattr(defaults, section) if section else defaults, name)]
         matching = [line for line in lines if line.split()[:1] == [key]]
-        assert len(matching) == 1, f"{key} listed {len(matching)} times"
-        assert f"default {shown} " in matching[0] + " ", (key, matching[0])
+        assert len(matching) == len(values), f"{key} listed {len(matching)} times"
+        for value, line in zip(values, matching, strict=True):
+            shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+            assert expected.get(key, shown) == shown or section == "algo", key
+            assert f"default {shown} " in line + " ", (key, line)
 
 
 def _snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
@@ -302,3 +307,14 @@ def test_schema_fields_all_have_help_text():
     assert walked == ["env", "trial", "eval"]
     for module in algos.REGISTRY.values():
         walk(module.Config)
+
+
+def test_base_files_are_merged_under_the_file_and_cycles_are_refused(tmp_path):
+    (tmp_path / "parent.yaml").write_text("seeds: 3\nenv:\n  size: 5\n  num_blocks: 2\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nenv:\n  num_blocks: 3\n")
+    cfg = load(str(tmp_path / "child.yaml"), ["env.size=6"])
+    assert (cfg.seeds, cfg.env.size, cfg.env.num_blocks) == (3, 6, 3)
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load(str(tmp_path / "a.yaml"))

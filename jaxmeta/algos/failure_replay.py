@@ -60,6 +60,7 @@ class Config:
     num_heads: int = param(4, "attention heads (must divide features)", min=1)
     encoder_layers: int = param(1, "transformer layers of the trajectory encoder", min=1)
     hidden: int = param(128, "hidden width of the MLPs", min=1)
+    conv_channels: list[int] = param([16, 16], "channels of the 3x3 convolutions of the CNN", min=1)
     temporal_window: int = param(32, "steps of the current episode the temporal attention sees", min=1)
     max_episodes_per_trial: int = param(
         16, "episode slots cut per trial for the banks; later ones are not stored", min=1
@@ -137,6 +138,7 @@ def make_parts(cfg: Any) -> Parts:
         num_heads=algo_cfg.num_heads,
         encoder_layers=algo_cfg.encoder_layers,
         hidden=algo_cfg.hidden,
+        conv_channels=tuple(algo_cfg.conv_channels),
         temporal=algo_cfg.temporal,
         temporal_window=window_len,
     )

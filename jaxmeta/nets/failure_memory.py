@@ -41,10 +41,11 @@ class FailureMemoryPolicy(nn.Module):
     hidden: int = 128
     temporal: bool = False
     temporal_window: int = 32
+    conv_channels: tuple[int, ...] = (16, 16)
 
     def setup(self) -> None:
         e = self.features
-        self.obs_encoder = ObsEncoder(e, hidden=self.hidden)
+        self.obs_encoder = ObsEncoder(e, conv_channels=tuple(self.conv_channels), hidden=self.hidden)
         self.step_encoder = StepEncoder(e, self.num_actions, self.obs_encoder)
         self.bank_positions = self.param(
             "bank_positions", nn.initializers.normal(0.02), (self.bank_length, e)
