@@ -1,0 +1,252 @@
+"""Figures 2 and 3 of Chen & Agrawal (2020) on Gridworld, and the results table, from run directories.
+
+Each experiment is one config in ``configs/`` trained with
+``python -m jaxmeta.train config=configs/NAME.yaml`` into ``runs/NAME``. This
+script reads the run directories that exist (``summary.json``,
+``metrics.jsonl``) and writes:
+
+* ``docs/figures/fig2_x2.png``, ``fig2_x3.png``: held-out return per episode
+  index, mean and std over seeds, optimum dashed (paper Fig. 2a, 2b);
+* ``docs/figures/fig3a_length.png``, ``fig3b_length_curves.png``,
+  ``fig3c_reset.png``: the trajectory-length and reset-mode ablations (Fig. 3);
+* ``docs/results.md``: the table, with the config of every number and its wall time.
+
+Runs that do not exist yet are listed as such. ``--gif RUN_DIR`` also renders
+one held-out trial of a trained memory agent to ``docs/figures/memory_trial.gif``.
+
+    python benchmarks/paper_figures.py [--runs runs] [--out docs] [--gif runs/memory_x3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import envs_jax  # noqa: E402
+from jaxmeta.plots import read_metrics  # noqa: E402
+
+FIG2 = {
+    2: [
+        ("memory_x2", "Memory"),
+        ("memory_temporal_x2", "Memory + Temporal"),
+        ("snail_x2", "SNAIL"),
+        ("ppo_finetune_x2", "PPO finetune"),
+    ],
+    3: [
+        ("memory_x3", "Memory"),
+        ("memory_temporal_x3", "Memory + Temporal"),
+        ("snail_x3", "SNAIL"),
+        ("ppo_finetune_x3", "PPO finetune"),
+    ],
+}
+FIG3_LENGTH = [
+    ("memory_x3", "L=1"),
+    ("memory_x3_L2", "L=2"),
+    ("memory_x3_L4", "L=4"),
+    ("memory_x3_L8", "L=8"),
+]
+FIG3_RESET = [
+    ("memory_x3", "NH_RESET_DIFF"),
+    ("memory_x3_nh_same", "NH_RESET_SAME"),
+    ("memory_x3_lh_diff", "LH_RESET_DIFF"),
+    ("memory_x3_lh_same", "LH_RESET_SAME"),
+    ("snail_x3", "NH_SNAIL"),
+    ("snail_x3_lh", "LH_SNAIL"),
+]
+
+
+def load_run(runs: Path, name: str) -> dict[str, Any] | None:
+    run = runs / name
+    if not (run / "summary.json").exists():
+        return None
+    summary = json.loads((run / "summary.json").read_text())
+    table = read_metrics(run / "metrics.jsonl")
+    curve = table["eval"].get("eval/total_return", {})
+    updates = sorted(curve)
+    values = (
+        np.array([[float(v) for v in curve[u].values()] for u in updates]) if updates else np.zeros((0, 1))
+    )
+    summary["curve"] = (np.array(updates), values.mean(1), values.std(1))
+    return summary
+
+
+def per_episode(ax: Any, runs: Path, entries: list[tuple[str, str]], num_blocks: int, title: str) -> None:
+    optimum = None
+    for i, (name, label) in enumerate(entries):
+        run = load_run(runs, name)
+        if run is None:
+            continue
+        ev = run["eval"]["episode_return"]
+        mean, std = np.array(ev["mean"]), np.array(ev["std"])
+        x = np.arange(1, len(mean) + 1)
+        ax.plot(x, mean, marker="o", color=f"C{i}", label=f"{label} ({run['seeds']} seeds)")
+        ax.fill_between(x, mean - std, mean + std, color=f"C{i}", alpha=0.2, linewidth=0)
+        optimum = run["optimal_episode_return"]
+    if optimum is None:
+        optimum = envs_jax.optimal_returns(num_blocks, 5).tolist()
+    x = np.arange(1, len(optimum) + 1)
+    ax.plot(x, optimum, "k--", marker=".", label="Bayes-optimal")
+    ax.set_xticks(x)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("episode index (held-out tasks)")
+    ax.set_ylabel("average reward")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def curves(ax: Any, runs: Path, entries: list[tuple[str, str]], title: str) -> None:
+    for i, (name, label) in enumerate(entries):
+        run = load_run(runs, name)
+        if run is None:
+            continue
+        updates, mean, std = run["curve"]
+        ax.plot(updates, mean, color=f"C{i}", label=label)
+        ax.fill_between(updates, mean - std, mean + std, color=f"C{i}", alpha=0.2, linewidth=0)
+    ax.set_xlabel("update")
+    ax.set_ylabel("held-out return, 5 episodes")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def results_table(runs: Path) -> str:
+    lines = [
+        "| run (config) | method | X | episode 1..5 return, mean ± std over seeds | total | optimum "
+        "| % of optimum | seeds | wall time |",
+        "| % of optimum | seeds | wall time |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    seen = set()
+    for name, label in [*FIG2[2], *FIG2[3], *FIG3_LENGTH, *FIG3_RESET]:
+        if name in seen:
+            continue
+        seen.add(name)
+        run = load_run(runs, name)
+        if run is None:
+            lines.append(f"| `configs/{name}.yaml` | {label} | | not run yet | | | | | |")
+            continue
+        ev = run["eval"]["episode_return"]
+        per = ", ".join(f"{m:.2f}±{s:.2f}" for m, s in zip(ev["mean"], ev["std"], strict=True))
+        total = float(np.sum(ev["mean"]))
+        total_std = float(np.std(np.sum(ev["per_seed"], axis=1)))
+        optimum = float(np.sum(run["optimal_episode_return"]))
+        lines.append(
+            f"| `configs/{name}.yaml` | {label} | {run['num_blocks']} | {per} | {total:.2f}±{total_std:.2f} "
+            f"| {optimum:.2f} | {100 * total / optimum:.0f}% | {run['seeds']} "
+            f"| {run['wall_time_s'] / 60:.1f} min |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default=str(ROOT / "runs"))
+    parser.add_argument("--out", default=str(ROOT / "docs"))
+    parser.add_argument("--gif", default=None, help="a trained memory run directory to animate")
+    args = parser.parse_args(argv)
+    runs, out = Path(args.runs), Path(args.out)
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+
+    for x in (2, 3):
+        fig, ax = plt.subplots(figsize=(5.2, 3.8))
+        per_episode(ax, runs, FIG2[x], x, f"Gridworld, X={x} ({x - 1} trap{'s' if x > 2 else ''})")
+        fig.tight_layout()
+        fig.savefig(figures / f"fig2_x{x}.png", dpi=120)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    per_episode(ax, runs, FIG3_LENGTH, 3, "X=3: stored trajectory length L")
+    fig.tight_layout()
+    fig.savefig(figures / "fig3a_length.png", dpi=120)
+    plt.close(fig)
+    for file, entries, title in (
+        ("fig3b_length_curves.png", FIG3_LENGTH, "X=3: learning curves for L"),
+        ("fig3c_reset.png", FIG3_RESET, "X=3: reset mode and trial horizon"),
+    ):
+        fig, ax = plt.subplots(figsize=(5.6, 3.8))
+        curves(ax, runs, entries, title)
+        fig.tight_layout()
+        fig.savefig(figures / file, dpi=120)
+        plt.close(fig)
+    table = results_table(runs)
+    print(table)
+    if args.gif:
+        print(f"wrote {render_gif(Path(args.gif), figures / 'memory_trial.gif')}")
+
+
+def render_gif(run_dir: Path, path: Path, task_index: int = 0) -> Path:
+    """Restore a trained failure_replay run and animate one held-out trial of it."""
+    import jax
+    import jax.numpy as jnp
+    import orbax.checkpoint as ocp
+
+    from jaxmeta import config, plots, trial
+    from jaxmeta.algos import failure_replay
+    from jaxmeta.memory import failure_bank
+
+    cfg = config.load(str(run_dir / "config.yaml"))
+    parts = failure_replay.make_parts(cfg)
+    with ocp.CheckpointManager((run_dir / "checkpoints").absolute()) as manager:
+        saved = manager.restore(manager.latest_step())
+    params = jax.tree.map(lambda x: jnp.asarray(x)[0], saved["params"])  # seed 0
+    env, env_params = parts.setup.env, parts.setup.params
+    tasks = jax.tree.map(lambda x: x[task_index : task_index + 1], parts.setup.test_tasks)
+    obs_space = env.observation_space(env_params)
+    example = {
+        "obs": jnp.zeros(obs_space.shape, obs_space.dtype),
+        "action": jnp.int32(0),
+        "reward": jnp.float32(0),
+    }
+    bank = failure_bank.init(1, cfg.algo.bank_capacity, cfg.algo.bank_length, example)
+    policy = parts.greedy_policy if cfg.eval.greedy else parts.sample_policy
+    key = jax.random.PRNGKey(0)
+    episodes = []
+    for _ in range(cfg.eval.episodes):
+        key, sub = jax.random.split(key)
+        data, stats, _ = trial.run_trials(
+            env,
+            env_params,
+            policy,
+            params,
+            parts.empty_window,
+            tasks,
+            jnp.arange(1),
+            sub,
+            env_params.max_steps_in_episode,
+            "same",
+            memory=parts.encode(params, bank),
+            max_episodes=1,
+        )
+        stored, _, slot_mask = failure_bank.read(bank, jnp.arange(1))
+        length = int(stats.length[0, 0])
+        cells = np.asarray(data.obs[0, :length, ..., 0]).reshape(length, -1).argmax(-1)
+        final = int(np.asarray(data.next_obs[0, length - 1, ..., 0]).reshape(-1).argmax())
+        episodes.append(
+            {
+                "agent_cells": np.append(cells, final),
+                "return": float(stats.returns[0, 0]),
+                "bank_obs": np.asarray(stored["obs"][0, :, -1]),
+                "bank_valid": np.asarray(slot_mask[0]),
+            }
+        )
+        bank = failure_bank.add(bank, *trial.failures_for_bank(data, stats, bank.length, 1))
+    task = jax.tree.map(lambda x: x[0], tasks)
+    return plots.memory_trial_gif(env, env_params, task, episodes, path, title=cfg.name)
+
+
+if __name__ == "__main__":
+    main()
