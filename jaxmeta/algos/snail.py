@@ -1,0 +1,252 @@
+"""SNAIL (Mishra et al., 2017), the meta-learning baseline of Chen & Agrawal (2020).
+
+The policy reads every step of the current trial so far, across its episodes,
+with a stack of temporal convolutions and causal attention
+(:class:`jaxmeta.nets.snail.SnailPolicy`): TC, TC, attention, TC, attention,
+then an MLP head. There is no memory across trials: what it knows about a task
+is what happened earlier in the same trial.
+
+Each step is one token ``[Phi(o_t, a_{t-1}, r_{t-1}), episode_start_t]``;
+the first step of the trial has "no action" (index ``num_actions``) and
+reward 0. The context is NOT reset at episode starts (unlike the memory
+agent's temporal window): at an episode's first step the token carries the
+last action and reward of the previous episode (e.g. ``-1``: it ended on a
+trap), and the stack sees all the earlier episodes.
+
+Training (as the seed paper trains all its agents): each update runs a batch
+of trials of ``T = trial.num_steps`` steps with the current policy (sampling),
+labels every visited step with the path-planning expert's action, and does
+behaviour cloning (cross-entropy, Adam, gradient clipping). The stack runs
+once over each recorded trial with causal masks.
+
+Acting: the policy carry holds the tokens of the last ``context`` steps
+(newest last) and their validity; each step runs the whole stack over that
+window and takes the last position. Padding is exactly zero in every layer,
+so while the trial has at most ``context`` steps (training, since
+``context >= trial.num_steps`` is required) acting and training compute the
+same logits. Longer trials, such as evaluation's ``eval.episodes *
+max_steps_in_episode`` steps, are seen through a sliding window: the policy
+then conditions on the last ``context`` steps only, the oldest of which is
+treated like the start of the sequence.
+
+Evaluation (the paper's protocol for SNAIL): on held-out tasks, one trial per
+task of ``eval.episodes`` episodes of the same task; all frames of the
+previous episodes (not only failures) are in the context.
+
+Read top to bottom: config, state, ``make`` (policy, init, update, evaluate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from jaxmeta.algos.api import Algo, Metrics, episode_metrics, make_env_setup, per_episode_metrics
+from jaxmeta.config import ConfigError, param
+from jaxmeta.nets.snail import BLOCK_KINDS, SnailPolicy
+from jaxmeta.trial import StepInputs, TrialData, run_trials
+
+
+@dataclasses.dataclass
+class Config:
+    name: str = param("snail", "method: SNAIL, attention over the whole trial so far (Mishra et al. 2017)")
+    context: int = param(
+        80, "steps of the trial the policy sees (the last ones in longer trials); >= trial.num_steps", min=1
+    )
+    blocks: list[str] = param(
+        ["tc", "tc", "attention", "tc", "attention"], "the stack, bottom first", choices=BLOCK_KINDS
+    )
+    features: int = param(32, "width of the step token Phi(o, a, r)", min=1)
+    filters: int = param(32, "channels each dense block of a TC block adds", min=1)
+    key_size: int = param(32, "query/key width of the attention blocks", min=1)
+    value_size: int = param(32, "channels each attention block adds", min=1)
+    hidden: int = param(128, "hidden width of the observation MLP and the action head", min=1)
+    conv_channels: list[int] = param([16, 16], "channels of the 3x3 convolutions of the CNN", min=1)
+    learning_rate: float = param(3e-4, "Adam step size", min=0.0, min_exclusive=True)
+    max_grad_norm: float = param(1.0, "clip gradients to this global norm", min=0.0, min_exclusive=True)
+    num_train_tasks: int = param(1000, "fixed training tasks", min=1)
+    num_test_tasks: int = param(256, "held-out test tasks (evaluation uses eval.num_tasks of them)", min=1)
+
+
+def validate_config(cfg: Any) -> None:
+    algo = cfg.algo
+    if algo.context < cfg.trial.num_steps:
+        raise ConfigError(
+            f"algo.context={algo.context} must be >= trial.num_steps={cfg.trial.num_steps} "
+            "(training reads whole trials; acting must see the same steps)"
+        )
+    if not algo.blocks:
+        raise ConfigError(f"algo.blocks must name at least one block ({', '.join(BLOCK_KINDS)})")
+    if cfg.eval.num_tasks > algo.num_test_tasks:
+        raise ConfigError(
+            f"eval.num_tasks must be <= algo.num_test_tasks={algo.num_test_tasks}, got {cfg.eval.num_tasks}"
+        )
+
+
+@struct.dataclass
+class TrainState:
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    update_step: jax.Array
+
+
+@struct.dataclass
+class Window:
+    """The policy's carry while acting: tokens of the last ``context`` steps of the trial."""
+
+    tokens: jax.Array  # [context, features + 1], newest last
+    valid: jax.Array  # [context] bool
+
+
+class Parts(NamedTuple):
+    """The method's pieces, for tests and for users composing their own loop."""
+
+    algo: Algo
+    network: SnailPolicy
+    setup: Any  # EnvSetup: env, params, train and test tasks
+    sample_policy: Any
+    greedy_policy: Any
+    empty_window: Window
+    step_logits: Any  # (params, StepInputs, window) -> (logits [A], window): one acting step
+    trial_logits: Any  # (params, one trial's data) -> [T, A]: the training computation
+    collect: Any  # state -> (data, episodes): one batch of training trials, expert labels in data.extras
+
+
+def make(cfg: Any) -> Algo:
+    """Build ``init``, ``update`` and ``evaluate`` for a validated run config."""
+    return make_parts(cfg).algo
+
+
+def make_parts(cfg: Any) -> Parts:
+    """Everything :func:`make` builds, by name."""
+    algo_cfg = cfg.algo
+    setup = make_env_setup(cfg.env, algo_cfg.num_train_tasks, algo_cfg.num_test_tasks, cfg.task_seed)
+    env, env_params = setup.env, setup.params
+    num_actions, context = env.num_actions, algo_cfg.context
+    network = SnailPolicy(
+        num_actions=num_actions,
+        context=context,
+        features=algo_cfg.features,
+        filters=algo_cfg.filters,
+        key_size=algo_cfg.key_size,
+        value_size=algo_cfg.value_size,
+        hidden=algo_cfg.hidden,
+        conv_channels=tuple(algo_cfg.conv_channels),
+        blocks=tuple(algo_cfg.blocks),
+    )
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(algo_cfg.max_grad_norm), optax.adam(algo_cfg.learning_rate)
+    )
+    obs_space = env.observation_space(env_params)
+    obs_example = jnp.zeros(obs_space.shape, obs_space.dtype)
+    test_tasks = jax.tree.map(lambda leaf: leaf[: cfg.eval.num_tasks], setup.test_tasks)
+    empty_window = Window(
+        tokens=jnp.zeros((context, algo_cfg.features + 1)), valid=jnp.zeros((context,), bool)
+    )
+
+    def step_logits(params: Any, inputs: StepInputs, window: Window) -> tuple[jax.Array, Window]:
+        """Append this step's token to the window (dropping the oldest) and read the last position."""
+        first = inputs.episode_start & (inputs.episode_index == 0)  # first step of the trial
+        prev_action = jnp.where(first, num_actions, inputs.prev_action)
+        prev_reward = jnp.where(first, 0.0, inputs.prev_reward)
+        token = network.apply(
+            params, inputs.obs, prev_action, prev_reward, inputs.episode_start, method=SnailPolicy.token
+        )
+        window = Window(
+            tokens=jnp.concatenate([window.tokens[1:], token[None]]),
+            valid=jnp.concatenate([window.valid[1:], jnp.ones((1,), bool)]),
+        )
+        return network.apply(params, window.tokens, window.valid, method=SnailPolicy.last_logits), window
+
+    def make_policy(greedy: bool) -> Any:
+        def policy(params: Any, inputs: StepInputs, window: Window, memory: Any, key: jax.Array) -> Any:
+            logits, window = step_logits(params, inputs, window)
+            action = jnp.argmax(logits) if greedy else jax.random.categorical(key, logits)
+            return action, window
+
+        return policy
+
+    sample_policy, greedy_policy = make_policy(False), make_policy(True)
+
+    def expert_label(env_state: Any) -> jax.Array:
+        return env.expert_action(env_state, env_params)
+
+    def trial_logits(params: Any, data: TrialData) -> jax.Array:
+        """Logits of every step of one recorded trial (``[T, A]``, ``T <= context``), in one pass."""
+        steps = data.action.shape[0]
+        start = jnp.concatenate([jnp.ones((1,), bool), data.done[:-1]])
+        prev_action = jnp.concatenate([jnp.full((1,), num_actions, jnp.int32), data.action[:-1]])
+        prev_reward = jnp.concatenate([jnp.zeros((1,)), data.reward[:-1]])
+        tokens = network.apply(params, data.obs, prev_action, prev_reward, start, method=SnailPolicy.token)
+        return network.apply(params, tokens, jnp.ones((steps,), bool), method=SnailPolicy.logits)
+
+    def init(key: jax.Array) -> TrainState:
+        key, init_key = jax.random.split(key)
+        params = network.init(
+            init_key, obs_example, jnp.int32(num_actions), jnp.float32(0.0), jnp.bool_(True)
+        )
+        return TrainState(params, optimizer.init(params), key, jnp.zeros((), jnp.int32))
+
+    def collect(state: TrainState) -> tuple[TrialData, Any]:
+        """A batch of trials by the current policy, every step labelled by the expert."""
+        _, task_key, trial_key = jax.random.split(state.key, 3)
+        task_ids = jax.random.randint(task_key, (cfg.trial.batch_size,), 0, algo_cfg.num_train_tasks)
+        data, episodes, _ = run_trials(
+            env,
+            env_params,
+            sample_policy,
+            state.params,
+            empty_window,
+            setup.train_tasks,
+            task_ids,
+            trial_key,
+            cfg.trial.num_steps,
+            cfg.trial.reset_mode,
+            record_fn=expert_label,
+        )
+        return data, episodes
+
+    def update(state: TrainState) -> tuple[TrainState, Metrics]:
+        key = jax.random.split(state.key, 3)[0]  # collect uses the other two
+        data, episodes = collect(state)
+        labels = data.extras
+
+        def loss_fn(params: Any) -> tuple[jax.Array, jax.Array]:
+            logits = jax.vmap(trial_logits, in_axes=(None, 0))(params, data)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            return loss, (jnp.argmax(logits, -1) == labels).mean()
+
+        (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss, "accuracy": accuracy, **episode_metrics(episodes, "train/")}
+        return TrainState(params, opt_state, key, state.update_step + 1), metrics
+
+    def evaluate(state: TrainState, key: jax.Array) -> Metrics:
+        """Held-out tasks: one trial of eval.episodes episodes each, the context spanning them."""
+        num_episodes = cfg.eval.episodes
+        _, episodes, _ = run_trials(
+            env,
+            env_params,
+            greedy_policy if cfg.eval.greedy else sample_policy,
+            state.params,
+            empty_window,
+            test_tasks,
+            jnp.arange(cfg.eval.num_tasks),
+            key,
+            num_episodes * env_params.max_steps_in_episode,
+            "same",
+            max_episodes=num_episodes,
+        )
+        return per_episode_metrics(episodes)
+
+    algo = Algo("snail", init, update, evaluate)
+    return Parts(
+        algo, network, setup, sample_policy, greedy_policy, empty_window, step_logits, trial_logits, collect
+    )

@@ -1,0 +1,275 @@
+"""SNAIL: the dense block against numpy, causality, padding, acting = training, the context
+spanning episodes, the sliding window, training, config checks."""
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmeta import config, runner, trial
+from jaxmeta.algos import snail
+from jaxmeta.nets.snail import SNAIL, DenseBlock, dilations
+
+ROOT = Path(__file__).resolve().parents[1]
+W, C = 5, 3
+CONTEXT, T = 12, 12  # training trials fill the context exactly
+BLOCKS = "[tc,attention,tc,attention]"  # every kind of block after every other, few ops to compile
+
+
+def small_config(run_dir="/tmp/unused", *extra):
+    return config.load(
+        None,
+        [
+            f"run_dir={run_dir}",
+            "algo.name=snail",
+            f"env.size={W}",
+            "env.num_blocks=2",
+            f"env.num_colors={C}",
+            "env.max_steps_in_episode=5",
+            f"trial.num_steps={T}",
+            "trial.batch_size=4",
+            f"algo.context={CONTEXT}",
+            f"algo.blocks={BLOCKS}",
+            "algo.features=8",
+            "algo.filters=8",
+            "algo.key_size=8",
+            "algo.value_size=8",
+            "algo.hidden=16",
+            "algo.conv_channels=[8]",
+            "algo.num_train_tasks=12",
+            "algo.num_test_tasks=8",
+            "eval.num_tasks=8",
+            "eval.episodes=2",
+            "seeds=1",
+            "num_updates=24",
+            "chunk_size=4",
+            "checkpoint_every=24",
+            "eval.every=24",
+            "progress=false",
+            "plots=false",
+            *extra,
+        ],
+    )
+
+
+# ----------------------------------------------------------------------------- the blocks
+def test_dilations_cover_the_sequence():
+    assert dilations(1) == (1,)
+    assert dilations(2) == (1,)
+    assert dilations(12) == (1, 2, 4, 8)
+    assert dilations(64) == (1, 2, 4, 8, 16, 32)
+    assert dilations(80) == (1, 2, 4, 8, 16, 32, 64)
+
+
+@pytest.mark.parametrize("dilation", [1, 3, 9])
+def test_dense_block_matches_a_numpy_causal_dilated_convolution(dilation):
+    length, channels, filters = 7, 5, 3
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (2, length, channels)))
+    valid = np.ones((2, length), bool)
+    valid[1, :2] = False  # left padding, as in an acting window
+    x = x * valid[..., None]
+    block = DenseBlock(dilation, filters)
+    params = block.init(jax.random.PRNGKey(1), x, valid)["params"]
+    params = jax.tree.map(lambda p: p + 0.1, params)  # a nonzero bias too
+    kernel, bias = np.asarray(params["kernel"]), np.asarray(params["bias"])
+
+    expected = np.zeros((2, length, channels + filters))
+    for b in range(2):
+        for t in range(length):
+            past = x[b, t - dilation] if t - dilation >= 0 else np.zeros(channels)
+            z = past @ kernel[0] + x[b, t] @ kernel[1] + bias
+            y = np.tanh(z[:filters]) / (1.0 + np.exp(-z[filters:]))
+            expected[b, t] = np.concatenate([x[b, t], y * valid[b, t]])
+    out = block.apply({"params": params}, jnp.asarray(x), jnp.asarray(valid))
+    np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the policy
+def inputs_of(data):
+    """The StepInputs the agent saw at each step of one recorded trial (leading axis T)."""
+    start = jnp.concatenate([jnp.ones((1,), bool), data.done[:-1]])
+    return trial.StepInputs(
+        obs=data.obs,
+        prev_action=jnp.concatenate([jnp.zeros((1,), jnp.int32), data.action[:-1]]),
+        prev_reward=jnp.concatenate([jnp.zeros((1,)), data.reward[:-1]]),
+        episode_start=start,
+        episode_index=data.episode_index,
+        task_id=data.task_id,
+    )
+
+
+def random_state(parts):
+    """A train state with random parameters (nonzero biases too), built without compiling ``init``:
+    what these tests check holds for any parameters."""
+    shapes = jax.eval_shape(parts.algo.init, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+
+    def fill(leaf):
+        if leaf.ndim == 1:
+            return jnp.asarray(0.1 * rng.standard_normal(leaf.shape), leaf.dtype)
+        fan_in = int(np.prod(leaf.shape[:-1]))
+        return jnp.asarray(rng.standard_normal(leaf.shape) / np.sqrt(fan_in), leaf.dtype)
+
+    zeros = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), shapes)
+    return zeros.replace(params=jax.tree.map(fill, shapes.params))
+
+
+@pytest.fixture(scope="module")
+def agent():
+    """Parts, params, a greedy diff-mode trial longer than the context, and jitted helpers."""
+    parts = snail.make_parts(small_config())
+    state = random_state(parts)
+    setup = parts.setup
+    steps = CONTEXT + 6
+    data, _, _ = jax.jit(
+        lambda key: trial.run_trials(
+            setup.env,
+            setup.params,
+            parts.greedy_policy,
+            state.params,
+            parts.empty_window,
+            setup.train_tasks,
+            jnp.arange(3),
+            key,
+            steps,
+            "diff",
+        )
+    )(jax.random.PRNGKey(7))
+
+    @jax.jit
+    def acting_logits(inputs):
+        """Step by step through the policy's window, as while acting: [T, A]."""
+
+        def _step(window, step_inputs):
+            logits, window = parts.step_logits(state.params, step_inputs, window)
+            return window, logits
+
+        return jax.lax.scan(_step, parts.empty_window, inputs)[1]
+
+    training_logits = jax.jit(lambda d: parts.trial_logits(state.params, d))
+    return parts, state, data, acting_logits, training_logits
+
+
+def one(data, i, stop=None):
+    return jax.tree.map(lambda x: x[i, :stop], data)
+
+
+STACK = SNAIL(CONTEXT, tuple(BLOCKS.strip("[]").split(",")), filters=8, key_size=8, value_size=8)
+apply_stack = jax.jit(STACK.apply)
+
+
+def stack_params(agent):
+    """The agent's SNAIL stack parameters (for ``apply_stack``: tokens -> features)."""
+    return {"params": agent[1].params["params"]["stack"]}
+
+
+def test_stack_is_causal(agent):
+    params = stack_params(agent)
+    x = jax.random.normal(jax.random.PRNGKey(2), (10, 9))
+    valid = jnp.ones(10, bool)
+    out = np.asarray(apply_stack(params, x, valid))
+    assert out.shape == (10, 9 + 2 * 4 * 8 + 2 * 8)
+    for t in range(10):
+        changed = np.asarray(apply_stack(params, x.at[t].add(1.0), valid))
+        np.testing.assert_array_equal(changed[:t], out[:t])  # the past never sees the future
+        assert np.abs(changed[t:] - out[t:]).max(-1).min() > 0  # ... and every later step sees it
+
+
+def test_padding_is_zero_padding(agent):
+    """A right-aligned window with garbage in its padding = the unpadded sequence."""
+    params = stack_params(agent)
+    x = jax.random.normal(jax.random.PRNGKey(3), (6, 9))
+    garbage = 5.0 * jax.random.normal(jax.random.PRNGKey(4), (4, 9))
+    window = jnp.concatenate([garbage, x])
+    valid = jnp.arange(10) >= 4
+    out_window = np.asarray(apply_stack(params, window, valid))
+    # the sequence alone (what follows it does not matter: the stack is causal)
+    alone = np.asarray(apply_stack(params, jnp.concatenate([x, garbage]), jnp.ones(10, bool)))[:6]
+    np.testing.assert_allclose(out_window[4:], alone, atol=1e-5)
+    assert np.all(out_window[:4] == 0.0)
+
+
+def test_acting_and_training_compute_the_same_policy(agent):
+    """The logits trained on (a whole trial at once) are those the agent acted with (step by step)."""
+    _, _, data, acting_logits, training_logits = agent
+    assert int(data.episode_index[:, CONTEXT - 1].max()) >= 2  # several episodes in the first T steps
+    for i in range(3):
+        first_t = one(data, i, CONTEXT)  # a trial of T = context steps
+        recomputed = np.asarray(training_logits(first_t))
+        np.testing.assert_array_equal(recomputed.argmax(-1), np.asarray(first_t.action))
+        acted = np.asarray(acting_logits(inputs_of(one(data, i))))
+        np.testing.assert_allclose(acted[:CONTEXT], recomputed, atol=1e-5)
+
+
+def test_context_spans_episodes(agent):
+    """The first step of episode 2 depends on what was seen in episode 1: no reset at the boundary."""
+    _, _, data, acting_logits, training_logits = agent
+    i = int(np.argmax(np.asarray(data.episode_index[:, CONTEXT - 1])))
+    d = one(data, i)
+    episode = np.asarray(d.episode_index)
+    second_start = int(np.argmax(episode == 1))
+    in_first = jnp.asarray(episode == 0)[:, None, None, None]
+    perturbed = d.replace(obs=jnp.where(in_first, 1.0 - d.obs, d.obs))  # every frame of episode 1 changed
+    # ... but the inputs of episode 2 are the same: the agent's own token is unchanged
+    np.testing.assert_array_equal(np.asarray(perturbed.obs[second_start:]), np.asarray(d.obs[second_start:]))
+    before = np.asarray(acting_logits(inputs_of(d)))[second_start]
+    after = np.asarray(acting_logits(inputs_of(perturbed)))[second_start]
+    assert np.abs(before - after).max() > 1e-4
+    short = jax.tree.map(lambda x: x[:CONTEXT], (d, perturbed))
+    before_t, after_t = (np.asarray(training_logits(x))[second_start] for x in short)
+    assert np.abs(before_t - after_t).max() > 1e-4
+
+
+def test_beyond_the_context_the_policy_sees_the_last_steps(agent):
+    """Past ``context`` steps, a step older than the window no longer matters."""
+    _, _, data, acting_logits, _ = agent
+    d = one(data, 0)
+    perturbed = d.replace(obs=d.obs.at[0].set(1.0 - d.obs[0]))
+    before, after = np.asarray(acting_logits(inputs_of(d))), np.asarray(acting_logits(inputs_of(perturbed)))
+    assert np.abs(before[:CONTEXT] - after[:CONTEXT]).max(-1).min() > 0  # in the window: it matters
+    np.testing.assert_array_equal(before[CONTEXT:], after[CONTEXT:])  # out of it: it does not
+
+
+# ----------------------------------------------------------------------------- training
+def test_tiny_training_run_loss_falls(tmp_path):
+    cfg = small_config(tmp_path / "run", "algo.learning_rate=0.003", "algo.blocks=[tc,attention]")
+    runner.run(cfg, log=lambda *_: None)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["kind"] == "train"]
+    assert len(losses) == 24
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.05
+    # The paper's test protocol: return and success of each of the eval.episodes episodes.
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert [r["update"] for r in evals] == [0, 24]
+    assert {"eval/episode_return", "eval/episode_success", "eval/total_return"} <= set(evals[-1])
+    assert len(evals[-1]["eval/episode_return"]) == len(evals[-1]["eval/episode_success"]) == 2
+    np.testing.assert_allclose(
+        evals[-1]["eval/total_return"], sum(evals[-1]["eval/episode_return"]), atol=1e-5
+    )
+
+
+# ----------------------------------------------------------------------------- config
+def test_shipped_configs_validate():
+    for blocks in (2, 3):
+        cfg = config.load(str(ROOT / "configs" / f"snail_x{blocks}.yaml"))
+        assert cfg.algo.name == "snail" and cfg.env.num_blocks == blocks
+        assert cfg.algo.context >= cfg.trial.num_steps
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("algo.context=0", "algo.context"),
+        (f"algo.context={T - 1}", "algo.context"),
+        ("eval.num_tasks=9", "eval.num_tasks"),
+        ("algo.blocks=[tc,lstm]", "algo.blocks"),
+        ("algo.blocks=[]", "algo.blocks"),
+        ("algo.filters=0", "algo.filters"),
+    ],
+)
+def test_bad_settings_are_config_errors(override, message):
+    with pytest.raises(config.ConfigError, match=message):
+        small_config("/tmp/unused", override)
