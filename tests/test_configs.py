@@ -1,0 +1,34 @@
+"""Every shipped config validates, and the ablations differ from their base only where they say."""
+
+from pathlib import Path
+
+import pytest
+
+from jaxmeta import config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_validates_and_names_its_run(path):
+    cfg = config.load(str(path))
+    assert cfg.name == path.stem
+    assert cfg.run_dir == f"runs/{path.stem}"
+
+
+@pytest.mark.parametrize(
+    "name, base, changed",
+    [
+        ("memory_x3", "memory_x2", {"name", "run_dir", "env.num_blocks"}),
+        ("memory_temporal_x3", "memory_x3", {"name", "run_dir", "algo.temporal"}),
+        ("memory_x3_L4", "memory_x3", {"name", "run_dir", "algo.bank_length"}),
+        ("memory_x3_nh_same", "memory_x3", {"name", "run_dir", "trial.reset_mode"}),
+        ("memory_x3_lh_same", "memory_x3", {"name", "run_dir", "trial.reset_mode", "trial.num_steps"}),
+        ("snail_x3_lh", "snail_x3", {"name", "run_dir", "trial.num_steps", "algo.context"}),
+    ],
+)
+def test_ablation_changes_only_its_factor(name, base, changed):
+    root = Path(__file__).resolve().parents[1] / "configs"
+    a = config.to_dict(config.load(str(root / f"{name}.yaml")))
+    b = config.to_dict(config.load(str(root / f"{base}.yaml")))
+    assert set(config.diff(a, b)) == changed
