@@ -68,6 +68,24 @@ FIG3_RESET = [
 ]
 
 
+RESULTS_HEADER = """# Results: Chen & Agrawal (2020) on Gridworld
+
+Written by `python benchmarks/paper_figures.py` from the run directories in
+`runs/`; each row names the config that produced it
+(`python -m jaxmeta.train config=configs/NAME.yaml`). Protocol: held-out tasks
+(256), the bank starts empty, 5 episodes of the same task, after each failed
+episode its last L steps join the bank (SNAIL instead sees all frames of the
+trial; PPO finetune takes PPO steps after each episode). Mean over tasks, then
+mean ± std over seeds. The optimum is the Bayes-optimal searcher of
+`envs_jax.optimal_returns` (X=2: 0, 1, 1, 1, 1; X=3: -1/3, 1/3, 1, 1, 1).
+Wall time: the whole run on this repository's 2-core CPU machine.
+
+Figures: `docs/figures/fig2_x2.png`, `fig2_x3.png` (paper Fig. 2),
+`fig3a_length.png`, `fig3b_length_curves.png`, `fig3c_reset.png` (Fig. 3).
+
+"""
+
+
 def load_run(runs: Path, name: str) -> dict[str, Any] | None:
     run = runs / name
     if not (run / "summary.json").exists():
@@ -184,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
         plt.close(fig)
     table = results_table(runs)
     print(table)
+    (out / "results.md").write_text(RESULTS_HEADER + table + "\n")
+    print(f"wrote {out / 'results.md'} and {figures}/*.png")
     if args.gif:
         print(f"wrote {render_gif(Path(args.gif), figures / 'memory_trial.gif')}")
 
