@@ -83,11 +83,6 @@ class RunConfig:
     run_dir: str = param("runs/${name}", "output directory (config, metrics, checkpoints, plots)")
     seed: int = param(0, "first training seed; seeds are seed, seed+1, ...", min=0)
     seeds: int = param(1, "independent seeds trained at once (sharded over devices)", min=1)
-    seed_batching: str = param(
-        "auto",
-        "seeds on one device: vmap (vectorised), map (in turn, one program), auto (map on CPU, else vmap)",
-        choices=("auto", "vmap", "map"),
-    )
     task_seed: int = param(12345, "seed of the fixed train/test task sets (shared by all seeds)", min=0)
     num_updates: int = param(200, "training updates (a multiple of chunk_size)", min=1)
     chunk_size: int = param(10, "updates per jitted call between host syncs", min=1)

@@ -190,15 +190,3 @@ def test_bc_learns_on_one_block_and_writes_outputs(tmp_path):
     assert summary["optimal_episode_return"] == [1.0, 1.0]
     for name in ("config.yaml", "summary.json", "plots/learning_curves.png", "plots/episode_returns.png"):
         assert (run_dir / name).stat().st_size > 0
-
-
-def test_vmapped_and_mapped_seeds_train_the_same(tmp_path):
-    """seed_batching only changes how seeds share a device, not what each seed computes."""
-    out = {}
-    for mode in ("vmap", "map"):
-        runner.run(
-            tiny(tmp_path / mode, "seeds=2", "num_updates=4", f"seed_batching={mode}"), log=lambda *_: None
-        )
-        out[mode] = [r for r in rows(tmp_path / mode) if r["kind"] == "train"]
-    assert [(r["update"], r["seed"]) for r in out["vmap"]] == [(r["update"], r["seed"]) for r in out["map"]]
-    np.testing.assert_allclose([r["loss"] for r in out["vmap"]], [r["loss"] for r in out["map"]], rtol=1e-5)
