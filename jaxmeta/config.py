@@ -183,6 +183,11 @@ def _check_cross_fields(cfg: RunConfig) -> None:
         raise ConfigError(
             f"eval.every must be a multiple of chunk_size={cfg.chunk_size}, got {cfg.eval.every}"
         )
+    test_tasks = getattr(cfg.algo, "num_test_tasks", None)
+    if test_tasks is not None and cfg.eval.num_tasks > test_tasks:
+        raise ConfigError(
+            f"eval.num_tasks must be <= algo.num_test_tasks={test_tasks}, got {cfg.eval.num_tasks}"
+        )
     if cfg.env.num_colors < cfg.env.num_blocks:
         raise ConfigError(
             f"env.num_colors must be >= env.num_blocks={cfg.env.num_blocks}, got {cfg.env.num_colors}"

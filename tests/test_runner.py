@@ -110,7 +110,7 @@ def _nan_after(update: int) -> types.ModuleType:
     class Config(bc.Config):
         name: str = config.param("nan_after", "test method")
 
-    return types.SimpleNamespace(Config=Config, make=make, validate_config=bc.validate_config, __doc__="test")
+    return types.SimpleNamespace(Config=Config, make=make, __doc__="test")
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ import optax
 from flax import struct
 
 from jaxmeta.algos.api import Algo, Metrics, episode_metrics, make_env_setup, per_episode_metrics
-from jaxmeta.config import ConfigError, param
+from jaxmeta.config import param
 from jaxmeta.nets import MemorylessPolicy
 from jaxmeta.trial import StepInputs, run_trials
 
@@ -39,14 +39,6 @@ class Config:
     sgd_steps: int = param(1, "gradient steps on each batch of trials", min=1)
     num_train_tasks: int = param(1000, "fixed training tasks", min=1)
     num_test_tasks: int = param(256, "held-out test tasks (evaluation uses eval.num_tasks of them)", min=1)
-
-
-def validate_config(cfg: Any) -> None:
-    if cfg.eval.num_tasks > cfg.algo.num_test_tasks:
-        raise ConfigError(
-            f"eval.num_tasks must be <= algo.num_test_tasks={cfg.algo.num_test_tasks}, "
-            f"got {cfg.eval.num_tasks}"
-        )
 
 
 @struct.dataclass

@@ -49,7 +49,7 @@ from flax import struct
 
 from jaxmeta import ppo
 from jaxmeta.algos.api import Algo, Metrics, episode_metrics, make_env_setup
-from jaxmeta.config import ConfigError, param
+from jaxmeta.config import param
 from jaxmeta.nets.actor_critic import ActorCritic
 from jaxmeta.trial import StepInputs, TrialData, run_trial, run_trials
 
@@ -74,14 +74,6 @@ class Config:
     entropy_coef: float = param(0.01, "weight of the entropy bonus in finetuning", min=0.0)
     num_train_tasks: int = param(1000, "fixed training tasks", min=1)
     num_test_tasks: int = param(256, "held-out test tasks (evaluation uses eval.num_tasks of them)", min=1)
-
-
-def validate_config(cfg: Any) -> None:
-    if cfg.eval.num_tasks > cfg.algo.num_test_tasks:
-        raise ConfigError(
-            f"eval.num_tasks must be <= algo.num_test_tasks={cfg.algo.num_test_tasks}, "
-            f"got {cfg.eval.num_tasks}"
-        )
 
 
 @struct.dataclass

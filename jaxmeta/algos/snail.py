@@ -82,10 +82,6 @@ def validate_config(cfg: Any) -> None:
         )
     if not algo.blocks:
         raise ConfigError(f"algo.blocks must name at least one block ({', '.join(BLOCK_KINDS)})")
-    if cfg.eval.num_tasks > algo.num_test_tasks:
-        raise ConfigError(
-            f"eval.num_tasks must be <= algo.num_test_tasks={algo.num_test_tasks}, got {cfg.eval.num_tasks}"
-        )
 
 
 @struct.dataclass
