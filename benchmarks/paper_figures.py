@@ -145,7 +145,6 @@ def results_table(runs: Path) -> str:
     lines = [
         "| run (config) | method | X | episode 1..5 return, mean ± std over seeds | total | optimum "
         "| % of optimum | seeds | wall time |",
-        "| % of optimum | seeds | wall time |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     seen = set()

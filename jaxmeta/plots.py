@@ -139,8 +139,9 @@ def memory_trial_gif(
         for i, cell in enumerate(ep["agent_cells"]):
             board = grid(int(cell))
             size = board.shape[0]
-            slot = size // 2 - 4
-            panel_w = 2 * (slot + 6) + 10
+            rows = (len(bank) + 1) // 2
+            slot = min(size // 2 - 4, (size - 6 * rows) // rows)  # all slots fit next to the grid
+            panel_w = max(2 * (slot + 6) + 10, 170)  # room for the label
             canvas = Image.new("RGB", (size + panel_w + 20, size + 46), "white")
             canvas.paste(Image.fromarray(board), (10, 36))
             draw = ImageDraw.Draw(canvas)
