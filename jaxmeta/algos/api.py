@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import envs_jax
 from envs_jax.gridworld import where_tasks
@@ -30,6 +31,11 @@ class Algo(NamedTuple):
     init: Callable[[jax.Array], Any]
     update: Callable[[Any], tuple[Any, Metrics]]
     evaluate: Callable[[Any, jax.Array], Metrics]
+
+
+def clipped_adam(learning_rate: float, max_grad_norm: float) -> optax.GradientTransformation:
+    """Adam after clipping gradients to a global norm: the optimiser every method here uses."""
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate))
 
 
 def train(algo: Algo, key: jax.Array, num_updates: int) -> tuple[Any, Metrics]:

@@ -24,7 +24,14 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxmeta.algos.api import Algo, Metrics, episode_metrics, make_env_setup, per_episode_metrics
+from jaxmeta.algos.api import (
+    Algo,
+    Metrics,
+    clipped_adam,
+    episode_metrics,
+    make_env_setup,
+    per_episode_metrics,
+)
 from jaxmeta.config import param
 from jaxmeta.nets import MemorylessPolicy
 from jaxmeta.trial import StepInputs, run_trials
@@ -55,9 +62,7 @@ def make(cfg: Any) -> Algo:
     setup = make_env_setup(cfg.env, algo_cfg.num_train_tasks, algo_cfg.num_test_tasks, cfg.task_seed)
     env, env_params = setup.env, setup.params
     network = MemorylessPolicy(hidden_sizes=tuple(algo_cfg.hidden_sizes), num_actions=env.num_actions)
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(algo_cfg.max_grad_norm), optax.adam(algo_cfg.learning_rate)
-    )
+    optimizer = clipped_adam(algo_cfg.learning_rate, algo_cfg.max_grad_norm)
     obs_example = jnp.zeros(env.observation_space(env_params).shape, env.observation_space(env_params).dtype)
     batch, num_steps = cfg.trial.batch_size, cfg.trial.num_steps
     eval_episodes = cfg.eval.episodes

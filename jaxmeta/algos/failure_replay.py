@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxmeta.algos.api import Algo, Metrics, episode_metrics, make_env_setup
+from jaxmeta.algos.api import Algo, Metrics, clipped_adam, episode_metrics, make_env_setup
 from jaxmeta.config import ConfigError, param
 from jaxmeta.memory import failure_bank
 from jaxmeta.nets.failure_memory import FailureMemoryPolicy
@@ -138,9 +138,7 @@ def make_parts(cfg: Any) -> Parts:
         temporal=algo_cfg.temporal,
         temporal_window=window_len,
     )
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(algo_cfg.max_grad_norm), optax.adam(algo_cfg.learning_rate)
-    )
+    optimizer = clipped_adam(algo_cfg.learning_rate, algo_cfg.max_grad_norm)
     obs_space = env.observation_space(env_params)
     step_example = {
         "obs": jnp.zeros(obs_space.shape, obs_space.dtype),

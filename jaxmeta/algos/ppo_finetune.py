@@ -48,7 +48,7 @@ import optax
 from flax import struct
 
 from jaxmeta import ppo
-from jaxmeta.algos.api import Algo, Metrics, episode_metrics, make_env_setup
+from jaxmeta.algos.api import Algo, Metrics, clipped_adam, episode_metrics, make_env_setup
 from jaxmeta.config import param
 from jaxmeta.nets.actor_critic import ActorCritic
 from jaxmeta.trial import StepInputs, TrialData, run_trial, run_trials
@@ -115,12 +115,8 @@ def make_parts(cfg: Any) -> Parts:
     setup = make_env_setup(cfg.env, algo_cfg.num_train_tasks, algo_cfg.num_test_tasks, cfg.task_seed)
     env, env_params = setup.env, setup.params
     network = ActorCritic(num_actions=env.num_actions, features=algo_cfg.features, hidden=algo_cfg.hidden)
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(algo_cfg.max_grad_norm), optax.adam(algo_cfg.learning_rate)
-    )
-    finetune_optimizer = optax.chain(
-        optax.clip_by_global_norm(algo_cfg.max_grad_norm), optax.adam(algo_cfg.finetune_learning_rate)
-    )
+    optimizer = clipped_adam(algo_cfg.learning_rate, algo_cfg.max_grad_norm)
+    finetune_optimizer = clipped_adam(algo_cfg.finetune_learning_rate, algo_cfg.max_grad_norm)
     obs_space = env.observation_space(env_params)
     obs_example = jnp.zeros(obs_space.shape, obs_space.dtype)
     test_tasks = jax.tree.map(lambda leaf: leaf[: cfg.eval.num_tasks], setup.test_tasks)

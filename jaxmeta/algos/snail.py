@@ -46,7 +46,14 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxmeta.algos.api import Algo, Metrics, episode_metrics, make_env_setup, per_episode_metrics
+from jaxmeta.algos.api import (
+    Algo,
+    Metrics,
+    clipped_adam,
+    episode_metrics,
+    make_env_setup,
+    per_episode_metrics,
+)
 from jaxmeta.config import ConfigError, param
 from jaxmeta.nets.snail import BLOCK_KINDS, SnailPolicy
 from jaxmeta.trial import StepInputs, TrialData, run_trials
@@ -136,9 +143,7 @@ def make_parts(cfg: Any) -> Parts:
         conv_channels=tuple(algo_cfg.conv_channels),
         blocks=tuple(algo_cfg.blocks),
     )
-    optimizer = optax.chain(
-        optax.clip_by_global_norm(algo_cfg.max_grad_norm), optax.adam(algo_cfg.learning_rate)
-    )
+    optimizer = clipped_adam(algo_cfg.learning_rate, algo_cfg.max_grad_norm)
     obs_space = env.observation_space(env_params)
     obs_example = jnp.zeros(obs_space.shape, obs_space.dtype)
     test_tasks = jax.tree.map(lambda leaf: leaf[: cfg.eval.num_tasks], setup.test_tasks)
