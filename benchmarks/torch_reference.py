@@ -8,14 +8,15 @@ The same training updates, timed in one process:
   compile time is reported apart.
 * **reference**, written the usual way: a plain-Python Gridworld with the same
   rules, stepped env by env in a Python loop (a list of ``B`` env objects) with
-  ``diff`` auto-resets over the same fixed task set, the expert's label from a
-  Python BFS per step; the same network in ``torch.nn`` (eager, one batched
-  ``no_grad`` forward pass per step, then one forward/backward over the ``B*T``
-  steps that re-encodes every task's bank, gradient clipping and Adam); the
-  failure banks as Python deques of numpy arrays, one per task.
+  ``diff`` auto-resets over the update's task pool (``tasks_per_update`` of the
+  fixed training tasks, drawn without replacement, as in ours), the expert's
+  label from a Python BFS per step; the same network in ``torch.nn`` (eager,
+  one batched ``no_grad`` forward pass per step, then one forward/backward over
+  the ``B*T`` steps that re-encodes the pool's banks, gradient clipping and
+  Adam); the failure banks as Python deques of numpy arrays, one per task.
 
 Both use the sizes of ``configs/memory_x2.yaml`` (B=32, T=80, N=8, L=1, 1000
-tasks; Memory variant, ``temporal: false``). The reference's time is split into
+tasks, a pool of 256 per update; Memory variant, ``temporal: false``). The reference's time is split into
 env stepping + expert (Python), policy forward while acting, the learning step
 and bank bookkeeping, to show where the conventional way spends it.
 
@@ -297,6 +298,7 @@ class Reference:
         self.capacity, self.length = algo.bank_capacity, algo.bank_length
         self.max_episodes, self.max_grad_norm = algo.max_episodes_per_trial, algo.max_grad_norm
         self.tasks = tasks
+        self.pool_size = min(algo.tasks_per_update, len(tasks))
         self.rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
         self.envs = [Gridworld(self.size, cfg.env.num_colors, max_steps) for _ in range(self.batch)]
@@ -305,16 +307,16 @@ class Reference:
         # One bank per task: the last L steps (next_obs, action, reward) of each stored failure.
         self.banks = [collections.deque(maxlen=self.capacity) for _ in tasks]
 
-    def bank_tensors(self) -> tuple[Any, ...]:
-        """Every task's bank as padded tensors ``[K, N, L, ...]`` with step and slot masks."""
-        k, n, length, w = len(self.tasks), self.capacity, self.length, self.size
+    def bank_tensors(self, pool: list[int]) -> tuple[Any, ...]:
+        """The pool's banks as padded tensors ``[P, N, L, ...]`` with step and slot masks."""
+        k, n, length, w = len(pool), self.capacity, self.length, self.size
         obs = np.zeros((k, n, length, w, w, self.channels), np.float32)
         action = np.zeros((k, n, length), np.int64)
         reward = np.zeros((k, n, length), np.float32)
         step_mask = np.zeros((k, n, length), bool)
         slot_mask = np.zeros((k, n), bool)
-        for task, bank in enumerate(self.banks):
-            for slot, episode in enumerate(bank):
+        for task, task_id in enumerate(pool):
+            for slot, episode in enumerate(self.banks[task_id]):
                 slot_mask[task, slot] = True
                 start = length - len(episode)  # right-aligned: the final step at L-1
                 for i, (step_obs, step_action, step_reward) in enumerate(episode):
@@ -331,7 +333,8 @@ class Reference:
         clock["act_bank_encode_s"] = 0.0  # part of act_forward_s
 
         t0 = time.perf_counter()
-        bank_obs, bank_action, bank_reward, step_mask, slot_mask = self.bank_tensors()
+        pool = self.rng.choice(len(self.tasks), self.pool_size, replace=False).tolist()
+        bank_obs, bank_action, bank_reward, step_mask, slot_mask = self.bank_tensors(pool)
         clock["bank_lists_s"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -344,9 +347,9 @@ class Reference:
         obs_buf = np.zeros((t_size, b_size, w, w, c), np.float32)
         label_buf = np.zeros((t_size, b_size), np.int64)
         task_buf = np.zeros((t_size, b_size), np.int64)
-        for env in self.envs:
-            task_id = int(self.rng.integers(len(self.tasks)))
-            env.reset(self.tasks[task_id], task_id)
+        for env in self.envs:  # env.task_id is the index in the pool
+            task_id = int(self.rng.integers(self.pool_size))
+            env.reset(self.tasks[pool[task_id]], task_id)
         episode_index = [0] * self.batch
         recent = [collections.deque(maxlen=self.length) for _ in range(self.batch)]
         failures: list[list[tuple[int, list]]] = [[] for _ in range(self.batch)]
@@ -376,8 +379,8 @@ class Reference:
                         failures[b].append((env.task_id, list(recent[b])))
                     episode_index[b] += 1
                     recent[b].clear()
-                    task_id = int(self.rng.integers(len(self.tasks)))  # "diff" reset
-                    env.reset(self.tasks[task_id], task_id)
+                    task_id = int(self.rng.integers(self.pool_size))  # "diff" reset
+                    env.reset(self.tasks[pool[task_id]], task_id)
             t3 = time.perf_counter()
             clock["env_expert_s"] += (t1 - t0) + (t3 - t2)
             clock["act_forward_s"] += t2 - t1
@@ -398,7 +401,7 @@ class Reference:
         t0 = time.perf_counter()
         for trial in failures:  # trial by trial, episode by episode: the oldest falls out when full
             for task_id, steps in trial:
-                self.banks[task_id].append(steps)
+                self.banks[pool[task_id]].append(steps)
         clock["bank_lists_s"] += time.perf_counter() - t0
 
         metrics = {
@@ -556,11 +559,12 @@ def main(argv: list[str] | None = None) -> dict:
         "what": (
             "one training update of failure_replay (Memory variant): B trials of T steps acted by the "
             "current policy (sampling, diff resets, expert labels), one Adam step of behaviour cloning "
-            "over all B*T steps re-encoding every task's bank, failures appended to the banks"
+            "over all B*T steps re-encoding the update's task pool's banks, failures appended to the banks"
         ),
         "notes": [
-            "both sides encode every task's bank (all N slots, empty ones too) for acting and again "
-            "with gradients for the loss; the reference does exactly that, eagerly (no torch.compile)",
+            "both sides draw tasks_per_update training tasks per update and encode their banks (all N "
+            "slots, empty ones too) for acting and again with gradients for the loss; the reference does "
+            "exactly that, eagerly (no torch.compile)",
             "the reference acts on the same fixed task set; its env, expert and network follow "
             "envs_jax.gridworld and jaxmeta.nets.failure_memory (same parameter count)",
             "reference split: env_expert_s = Python env steps, BFS labels, resets and recording; "
@@ -574,6 +578,7 @@ def main(argv: list[str] | None = None) -> dict:
             "batch": b_size,
             "trial_steps": t_size,
             "num_train_tasks": algo.num_train_tasks,
+            "tasks_per_update": algo.tasks_per_update,
             "bank_capacity": algo.bank_capacity,
             "bank_length": algo.bank_length,
             "features": algo.features,

@@ -452,18 +452,39 @@ def make_task_set(
     num_tasks: int,
     params: EnvParams | None = None,
     solvable_only: bool = True,
+    every_goal: bool = False,
 ) -> GridworldTask:
     """A fixed set of ``num_tasks`` tasks stacked on a leading axis.
 
     With ``solvable_only`` (default) tasks where some block cannot be reached
     without crossing another are redrawn, so every task admits the
     Bayes-optimal behaviour of :func:`optimal_returns`.
+
+    With ``every_goal`` each drawn layout (blocks, colours, start) appears
+    once per choice of goal block, consecutively: task ``i`` is layout
+    ``i // X`` with goal ``i % X`` (the last layout may be cut short). Then the
+    layout alone never tells which block is the goal, so an agent trained on
+    the set cannot succeed by recognising layouts it has seen; it has to find
+    the goal by trying, as on a new task.
     """
     _check_int("num_tasks", num_tasks, low=1)
     params = env.default_params if params is None else params
-    tasks = _sample_tasks(env, jax.random.split(key, num_tasks), params)
-    if not solvable_only:
+    num_blocks = env.num_blocks
+    num_layouts = -(-num_tasks // num_blocks) if every_goal else num_tasks
+    tasks = _sample_tasks(env, jax.random.split(key, num_layouts), params)
+    if solvable_only:
+        tasks = _redraw_unsolvable(env, key, tasks, params)
+    if not every_goal:
         return tasks
+    layout = jnp.arange(num_tasks) // num_blocks
+    goals = (jnp.arange(num_tasks) % num_blocks).astype(tasks.goal_index.dtype)
+    return jax.tree.map(lambda leaf: leaf[layout], tasks).replace(goal_index=goals)
+
+
+def _redraw_unsolvable(
+    env: Gridworld, key: jax.Array, tasks: GridworldTask, params: EnvParams
+) -> GridworldTask:
+    num_tasks = tasks.goal_index.shape[0]
     for _ in range(100):
         ok = np.asarray(_solvable(env, tasks))
         if ok.all():

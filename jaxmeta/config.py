@@ -56,6 +56,11 @@ class EnvConfig:
     obs_mode: str = param(
         "multihot", "observation: multi-hot W x W x (1+C) or rgb", choices=("multihot", "rgb")
     )
+    train_every_goal: bool = param(
+        False,
+        "training tasks come in groups of X with the same layout and each block as the goal once "
+        "(the layout never tells the goal); held-out tasks are drawn independently",
+    )
 
 
 @dataclasses.dataclass

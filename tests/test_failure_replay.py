@@ -1,5 +1,7 @@
 """The memory-bank agent: network masking and invariances, the test protocol, training."""
 
+import collections
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,6 +38,7 @@ def small_config(run_dir="/tmp/unused", *extra):
             "algo.temporal_window=4",
             "algo.max_episodes_per_trial=8",
             "algo.num_train_tasks=12",
+            "algo.tasks_per_update=5",
             "algo.num_test_tasks=8",
             "eval.num_tasks=8",
             "eval.episodes=2",
@@ -174,16 +177,44 @@ def test_acting_and_training_compute_the_same_policy(temporal):
 def test_behaviour_cloning_labels_are_the_expert_actions():
     parts = failure_replay.make_parts(small_config())
     state = parts.algo.init(jax.random.PRNGKey(0))
-    data, _ = jax.jit(parts.collect)(state)
+    data, _, pool = jax.jit(parts.collect)(state)
     env, params, tasks = parts.setup.env, parts.setup.params, parts.setup.train_tasks
     agent_cells = np.asarray(data.obs[..., 0]).reshape(*data.action.shape, -1).argmax(-1)
+    pool_ids = np.asarray(pool.task_ids)
+    assert len(set(pool_ids.tolist())) == len(pool_ids) == 5  # drawn without replacement
 
     def expert(task_id, cell):
-        task = jax.tree.map(lambda x: x[task_id], tasks)
+        task = jax.tree.map(lambda x: x[task_id], tasks)  # the full training set, not the pool
         return env.expert_action(EnvState(agent_cell=cell, task=task, time=jnp.int32(0)), params)
 
-    expected = jax.vmap(jax.vmap(expert))(data.task_id, jnp.asarray(agent_cells))
+    expected = jax.vmap(jax.vmap(expert))(
+        jnp.asarray(pool_ids[np.asarray(data.task_id)]), jnp.asarray(agent_cells)
+    )
     np.testing.assert_array_equal(np.asarray(data.extras), np.asarray(expected))
+
+
+def test_an_update_stores_each_failure_in_its_own_training_tasks_bank():
+    """Bookkeeping through the task pool, checked against a plain-Python replay of the trials."""
+    cfg = small_config()
+    parts = failure_replay.make_parts(cfg)
+    state = parts.algo.init(jax.random.PRNGKey(3))
+    data, _, pool = jax.jit(parts.collect)(state)
+    new_state, _ = jax.jit(parts.algo.update)(state)
+    pool_ids = np.asarray(pool.task_ids)
+    # Which training task failed how often: episodes that ended (done) without success.
+    expected = collections.Counter()
+    done, success, task, index = (
+        np.asarray(x) for x in (data.done, data.success, data.task_id, data.episode_index)
+    )
+    for row in range(done.shape[0]):
+        for t in range(done.shape[1]):
+            stored_episode = index[row, t] < cfg.algo.max_episodes_per_trial
+            if done[row, t] and not success[row, t] and stored_episode:
+                expected[int(pool_ids[task[row, t]])] += 1
+    assert sum(expected.values()) > 0, "the untrained policy should fail somewhere"
+    stored = np.asarray(failure_bank.size(new_state.bank))
+    for task_id in range(cfg.algo.num_train_tasks):
+        assert stored[task_id] == min(expected[task_id], N), task_id
 
 
 def searcher_policy(env, env_params):

@@ -713,6 +713,20 @@ def test_make_task_set_only_solvable_tasks():
     # (about a fifth of raw 3x3 tasks are unsolvable: see test_is_solvable_matches_python_bfs)
 
 
+def test_make_task_set_every_goal_groups_one_layout_with_each_goal():
+    tasks = make_task_set(ENV_CROWDED, jax.random.key(61), 17, every_goal=True)  # X=3: 5 full groups + 2
+    rows = [py_task(tasks, i) for i in range(17)]
+    for i, task in enumerate(rows):
+        assert py_task_is_valid(task, 3, 3, 3) and py_solvable(3, task), task
+        assert task["goal"] == i % 3
+        first = rows[i - i % 3]  # the group's first task: same layout
+        assert {k: v for k, v in task.items() if k != "goal"} == {
+            k: v for k, v in first.items() if k != "goal"
+        }
+    layouts = {(tuple(t["blocks"]), tuple(t["colors"]), t["start"]) for t in rows}
+    assert len(layouts) == 6  # distinct layouts, one per group
+
+
 # --------------------------------------------------------------------------
 # 8. LegacyStepWrapper
 # --------------------------------------------------------------------------

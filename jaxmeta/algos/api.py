@@ -65,7 +65,9 @@ def make_env_setup(env_cfg: Any, num_train_tasks: int, num_test_tasks: int, task
         overrides["max_steps_in_episode"] = env_cfg.max_steps_in_episode
     env, params = envs_jax.make(env_cfg.id, **overrides)
     train_key, test_key = jax.random.split(jax.random.PRNGKey(task_seed))
-    train_tasks = envs_jax.make_task_set(env, train_key, num_train_tasks, params)
+    train_tasks = envs_jax.make_task_set(
+        env, train_key, num_train_tasks, params, every_goal=env_cfg.train_every_goal
+    )
     test_tasks = envs_jax.make_task_set(env, test_key, num_test_tasks, params)
     train_rows = {_task_bytes(train_tasks, i) for i in range(num_train_tasks)}
     duplicate = np.array([_task_bytes(test_tasks, i) in train_rows for i in range(num_test_tasks)])

@@ -10,9 +10,12 @@ Training (section 2 and 3 of the paper):
 
 1. A fixed set of training tasks, one failure bank each, kept on the device
    across updates (part of the train state).
-2. Each update runs a batch of trials of ``T`` steps with the current policy
-   (``diff`` resets = RESET_DIFF, ``same`` = RESET_SAME); the banks are read,
-   not written, during the trial.
+2. Each update draws ``tasks_per_update`` of the training tasks (without
+   replacement) and runs a batch of trials of ``T`` steps on them with the
+   current policy (``diff`` resets = RESET_DIFF draw the next episode's task
+   from that draw, ``same`` = RESET_SAME); the banks are read, not written,
+   during the trial. Only the drawn tasks' banks are encoded, so the cost of
+   an update does not grow with the number of training tasks.
 3. Every visited step is labelled with the path-planning expert's action and
    the policy is trained by behaviour cloning, so it learns to recover from
    the states its own mistakes lead to.
@@ -68,6 +71,12 @@ class Config:
     learning_rate: float = param(3e-4, "Adam step size", min=0.0, min_exclusive=True)
     max_grad_norm: float = param(1.0, "clip gradients to this global norm", min=0.0, min_exclusive=True)
     num_train_tasks: int = param(1000, "fixed training tasks, one bank each", min=1)
+    tasks_per_update: int = param(
+        256,
+        "training tasks drawn (without replacement) for each update's trials; only their banks are "
+        "encoded; >= num_train_tasks uses every task",
+        min=1,
+    )
     num_test_tasks: int = param(256, "held-out test tasks (evaluation uses eval.num_tasks of them)", min=1)
 
 
@@ -101,6 +110,14 @@ class Window:
     time: jax.Array  # int32, steps since the episode started
 
 
+class TaskPool(NamedTuple):
+    """The training tasks one update's trials run on."""
+
+    task_ids: jax.Array  # int32 [P]: their indices among the training tasks
+    tasks: Any  # the tasks themselves, [P, ...]
+    bank: failure_bank.FailureBank  # their banks, [P, ...] (a copy; writes go to the full banks)
+
+
 class Parts(NamedTuple):
     """The method's pieces, for tests and for users composing their own loop."""
 
@@ -112,7 +129,7 @@ class Parts(NamedTuple):
     greedy_policy: Any
     empty_window: Window
     trial_logits: Any  # (params, one trial's data, memory) -> [T, A]
-    collect: Any  # state -> (data, episodes): one batch of training trials, expert labels in data.extras
+    collect: Any  # state -> (data, episodes, pool): training trials, expert labels in data.extras
 
 
 def make(cfg: Any) -> Algo:
@@ -235,18 +252,33 @@ def make_parts(cfg: Any) -> Parts:
         )
         return TrainState(params, optimizer.init(params), bank, key, jnp.zeros((), jnp.int32))
 
-    def collect(state: TrainState) -> tuple[TrialData, Any]:
-        """A batch of trials by the current policy, every step labelled by the expert."""
-        _, task_key, trial_key = jax.random.split(state.key, 3)
-        task_ids = jax.random.randint(task_key, (cfg.trial.batch_size,), 0, algo_cfg.num_train_tasks)
-        memory = encode(state.params, state.bank)
+    pool_size = min(algo_cfg.tasks_per_update, algo_cfg.num_train_tasks)
+
+    def draw_pool(key: jax.Array, bank: failure_bank.FailureBank) -> TaskPool:
+        """One update's training tasks and their banks (every task, in order, if the pool is all of them)."""
+        if pool_size == algo_cfg.num_train_tasks:
+            ids = jnp.arange(pool_size)
+        else:
+            ids = jax.random.choice(key, algo_cfg.num_train_tasks, (pool_size,), replace=False)
+        take = lambda leaf: leaf[ids]  # noqa: E731
+        return TaskPool(ids, jax.tree.map(take, setup.train_tasks), jax.tree.map(take, bank))
+
+    def collect(state: TrainState) -> tuple[TrialData, Any, TaskPool]:
+        """A batch of trials by the current policy on a fresh task pool, every step labelled by the expert.
+
+        Task ids in the returned data index the pool (``pool.task_ids`` maps them to training tasks).
+        """
+        _, pool_key, task_key, trial_key = jax.random.split(state.key, 4)
+        pool = draw_pool(pool_key, state.bank)
+        task_ids = jax.random.randint(task_key, (cfg.trial.batch_size,), 0, pool_size)
+        memory = encode(state.params, pool.bank)
         data, episodes, _ = run_trials(
             env,
             env_params,
             sample_policy,
             state.params,
             empty_window,
-            setup.train_tasks,
+            pool.tasks,
             task_ids,
             trial_key,
             cfg.trial.num_steps,
@@ -255,15 +287,15 @@ def make_parts(cfg: Any) -> Parts:
             max_episodes=algo_cfg.max_episodes_per_trial,
             record_fn=expert_label,
         )
-        return data, episodes
+        return data, episodes, pool
 
     def update(state: TrainState) -> tuple[TrainState, Metrics]:
-        key = jax.random.split(state.key, 3)[0]  # collect uses the other two
-        data, episodes = collect(state)
+        key = jax.random.split(state.key, 4)[0]  # collect uses the other three
+        data, episodes, pool = collect(state)
         labels = data.extras
 
         def loss_fn(params: Any) -> tuple[jax.Array, jax.Array]:
-            memory = encode(params, state.bank)
+            memory = encode(params, pool.bank)
             logits = jax.vmap(trial_logits, in_axes=(None, 0, None))(params, data, memory)
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
             return loss, (jnp.argmax(logits, -1) == labels).mean()
@@ -272,9 +304,10 @@ def make_parts(cfg: Any) -> Parts:
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # The trial's failures go into their tasks' banks for the next trials.
-        bank = failure_bank.add(
-            state.bank, *failures_for_bank(data, episodes, length, algo_cfg.max_episodes_per_trial)
+        pool_task, steps, step_mask, is_failure = failures_for_bank(
+            data, episodes, length, algo_cfg.max_episodes_per_trial
         )
+        bank = failure_bank.add(state.bank, pool.task_ids[pool_task], steps, step_mask, is_failure)
         metrics = {
             "loss": loss,
             "accuracy": accuracy,
