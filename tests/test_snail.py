@@ -1,7 +1,9 @@
-"""SNAIL: the dense block against numpy, causality, padding, acting = training, the context
-spanning episodes, the sliding window, training, config checks."""
+"""SNAIL: the dense block against numpy, causality, padding, one step at a time = the whole
+sequence, acting = training, the context spanning episodes, trials longer than the context,
+training, config checks."""
 
 import json
+import math
 from pathlib import Path
 
 import jax
@@ -192,6 +194,85 @@ def test_padding_is_zero_padding(agent):
     assert np.all(out_window[:4] == 0.0)
 
 
+BLOCK_LIST = BLOCKS.strip("[]").split(",")
+WIDTH = 9 + 2 * 4 * 8 + 2 * 8  # the stack's output for 9 input channels
+
+
+@jax.jit
+def step_through(params, x, valid):
+    """``SNAIL.step`` position by position along axis -2 over a window of ``CONTEXT`` positions
+    (as the policy's), from an empty one."""
+    window = (
+        jnp.zeros((*x.shape[:-2], CONTEXT, WIDTH)),
+        jnp.zeros((*x.shape[:-2], CONTEXT), bool),
+        jnp.int32(CONTEXT - 1),
+    )
+
+    def _step(window, inputs):
+        x_t, valid_t = inputs
+        out, *window = STACK.apply(params, x_t, *window, valid_t, method=SNAIL.step)
+        return tuple(window), out
+
+    _, out = jax.lax.scan(_step, window, (jnp.moveaxis(x, -2, 0), jnp.moveaxis(valid, -1, 0)))
+    return jnp.moveaxis(out, 0, -2)
+
+
+def test_stepping_equals_the_whole_sequence(agent):
+    """One position at a time over the window = the stack over the whole sequence, at every
+    position, with left padding and holes (garbage inputs there)."""
+    params = stack_params(agent)
+    x = jax.random.normal(jax.random.PRNGKey(5), (3, CONTEXT, 9))
+    valid = np.ones((3, CONTEXT), bool)
+    valid[1, :5] = False  # left padding, as in the first steps of a trial
+    valid[2] = np.random.default_rng(1).random(CONTEXT) < 0.6
+    valid[2, -1] = True
+    valid = jnp.asarray(valid)
+    whole = np.asarray(apply_stack(params, x, valid))
+    stepped = np.asarray(step_through(params, x, valid))
+    assert stepped.shape == whole.shape == (3, CONTEXT, WIDTH)
+    np.testing.assert_allclose(stepped, whole, atol=1e-5)
+    assert np.all(stepped[~np.asarray(valid)] == 0.0)
+
+
+def numpy_banded_stack(params, x, band):
+    """The stack over a whole sequence in numpy, attention reading the last ``band`` positions."""
+    params = jax.tree.map(lambda p: np.asarray(p, np.float64), params["params"])
+    x = np.asarray(x, np.float64)
+    length, seen = len(x), {"tc": 0, "attention": 0}
+    for kind in BLOCK_LIST:
+        if kind == "tc":
+            block = params[f"TCBlock_{seen[kind]}"]
+            for j, dilation in enumerate(dilations(CONTEXT)):
+                kernel, bias = block[f"DenseBlock_{j}"]["kernel"], block[f"DenseBlock_{j}"]["bias"]
+                past = np.concatenate([np.zeros((dilation, x.shape[1])), x])[:length]
+                z = past @ kernel[0] + x @ kernel[1] + bias
+                filters = z.shape[1] // 2
+                x = np.concatenate([x, np.tanh(z[:, :filters]) / (1.0 + np.exp(-z[:, filters:]))], axis=1)
+        else:
+            dense = params[f"AttentionBlock_{seen[kind]}"]["query_key_value"]
+            query, keys, values = np.split(x @ dense["kernel"] + dense["bias"], [8, 16], axis=1)
+            read = np.zeros((length, values.shape[1]))
+            for t in range(length):
+                seen_keys = slice(max(0, t - band + 1), t + 1)
+                scores = keys[seen_keys] @ query[t] / math.sqrt(8)
+                weights = np.exp(scores - scores.max())
+                read[t] = weights @ values[seen_keys] / weights.sum()
+            x = np.concatenate([x, read], axis=1)
+        seen[kind] += 1
+    return x
+
+
+def test_stepping_past_the_window_keeps_each_position_as_computed(agent):
+    """Over a sequence longer than the window, stepping = the whole-sequence stack with attention
+    limited to the last ``CONTEXT`` positions (dense blocks never read further back)."""
+    params = stack_params(agent)
+    x = jax.random.normal(jax.random.PRNGKey(6), (3 * CONTEXT + 5, 9))
+    stepped = np.asarray(step_through(params, x, jnp.ones(len(x), bool)))
+    np.testing.assert_allclose(stepped, numpy_banded_stack(params, x, CONTEXT), atol=1e-4)
+    # ... which differs from attending to every position so far
+    assert np.abs(stepped - numpy_banded_stack(params, x, len(x))).max() > 1e-3
+
+
 def test_acting_and_training_compute_the_same_policy(agent):
     """The logits trained on (a whole trial at once) are those the agent acted with (step by step)."""
     _, _, data, acting_logits, training_logits = agent
@@ -223,14 +304,17 @@ def test_context_spans_episodes(agent):
     assert np.abs(before_t - after_t).max() > 1e-4
 
 
-def test_beyond_the_context_the_policy_sees_the_last_steps(agent):
-    """Past ``context`` steps, a step older than the window no longer matters."""
-    _, _, data, acting_logits, _ = agent
+def test_a_trial_longer_than_the_context_runs_on(agent):
+    """Past ``context`` steps acting goes on (finite logits), and a step older than the window
+    still matters through the features the later steps in the window kept."""
+    parts, _, data, acting_logits, _ = agent
     d = one(data, 0)
+    before = np.asarray(acting_logits(inputs_of(d)))
+    assert before.shape == (CONTEXT + 6, parts.network.num_actions)
+    assert np.all(np.isfinite(before))
     perturbed = d.replace(obs=d.obs.at[0].set(1.0 - d.obs[0]))
-    before, after = np.asarray(acting_logits(inputs_of(d))), np.asarray(acting_logits(inputs_of(perturbed)))
-    assert np.abs(before[:CONTEXT] - after[:CONTEXT]).max(-1).min() > 0  # in the window: it matters
-    np.testing.assert_array_equal(before[CONTEXT:], after[CONTEXT:])  # out of it: it does not
+    after = np.asarray(acting_logits(inputs_of(perturbed)))
+    assert np.abs(before - after).max(-1).min() > 0
 
 
 # ----------------------------------------------------------------------------- training

@@ -19,15 +19,17 @@ labels every visited step with the path-planning expert's action, and does
 behaviour cloning (cross-entropy, Adam, gradient clipping). The stack runs
 once over each recorded trial with causal masks.
 
-Acting: the policy carry holds the tokens of the last ``context`` steps
-(newest last) and their validity; each step runs the whole stack over that
-window and takes the last position. Padding is exactly zero in every layer,
-so while the trial has at most ``context`` steps (training, since
-``context >= trial.num_steps`` is required) acting and training compute the
-same logits. Longer trials, such as evaluation's ``eval.episodes *
-max_steps_in_episode`` steps, are seen through a sliding window: the policy
-then conditions on the last ``context`` steps only, the oldest of which is
-treated like the start of the sequence.
+Acting: the policy carry holds the stack's final features of the last
+``context`` steps (a ring buffer) and their validity; each step computes the new
+step's features only, reading the earlier ones from that window
+(:meth:`jaxmeta.nets.snail.SNAIL.step`), and the head reads them. Padding is
+exactly zero in every layer, so while the trial has at most ``context`` steps
+(training, since ``context >= trial.num_steps`` is required) acting and
+training compute the same logits. In longer trials, such as evaluation's
+``eval.episodes * max_steps_in_episode`` steps, every step keeps the features
+computed when it was the newest: attention reads the last ``context`` steps,
+whose features summarise the earlier ones (as Transformer-XL's memory), so
+nothing is forgotten outright at the window's edge.
 
 Evaluation (the paper's protocol for SNAIL): on held-out tasks, one trial per
 task of ``eval.episodes`` episodes of the same task; all frames of the
@@ -63,7 +65,7 @@ from jaxmeta.trial import StepInputs, TrialData, run_trials
 class Config:
     name: str = param("snail", "method: SNAIL, attention over the whole trial so far (Mishra et al. 2017)")
     context: int = param(
-        80, "steps of the trial the policy sees (the last ones in longer trials); >= trial.num_steps", min=1
+        80, "steps attention reads (the last ones in longer trials); >= trial.num_steps", min=1
     )
     blocks: list[str] = param(
         ["tc", "tc", "attention", "tc", "attention"], "the stack, bottom first", choices=BLOCK_KINDS
@@ -101,10 +103,11 @@ class TrainState:
 
 @struct.dataclass
 class Window:
-    """The policy's carry while acting: tokens of the last ``context`` steps of the trial."""
+    """The policy's carry while acting: the final stack features of the last ``context`` steps."""
 
-    tokens: jax.Array  # [context, features + 1], newest last
+    features: jax.Array  # SnailPolicy.window_shape, a ring buffer, zero where invalid
     valid: jax.Array  # [context] bool
+    newest: jax.Array  # int32: index of the newest step in the ring
 
 
 class Parts(NamedTuple):
@@ -148,22 +151,23 @@ def make_parts(cfg: Any) -> Parts:
     obs_example = jnp.zeros(obs_space.shape, obs_space.dtype)
     test_tasks = jax.tree.map(lambda leaf: leaf[: cfg.eval.num_tasks], setup.test_tasks)
     empty_window = Window(
-        tokens=jnp.zeros((context, algo_cfg.features + 1)), valid=jnp.zeros((context,), bool)
+        features=jnp.zeros(network.window_shape),
+        valid=jnp.zeros((context,), bool),
+        newest=jnp.int32(context - 1),
     )
 
     def step_logits(params: Any, inputs: StepInputs, window: Window) -> tuple[jax.Array, Window]:
-        """Append this step's token to the window (dropping the oldest) and read the last position."""
+        """This step's features from the window's; append them (dropping the oldest), read the logits."""
         first = inputs.episode_start & (inputs.episode_index == 0)  # first step of the trial
         prev_action = jnp.where(first, num_actions, inputs.prev_action)
         prev_reward = jnp.where(first, 0.0, inputs.prev_reward)
         token = network.apply(
             params, inputs.obs, prev_action, prev_reward, inputs.episode_start, method=SnailPolicy.token
         )
-        window = Window(
-            tokens=jnp.concatenate([window.tokens[1:], token[None]]),
-            valid=jnp.concatenate([window.valid[1:], jnp.ones((1,), bool)]),
+        logits, *window = network.apply(
+            params, token, window.features, window.valid, window.newest, method=SnailPolicy.step_logits
         )
-        return network.apply(params, window.tokens, window.valid, method=SnailPolicy.last_logits), window
+        return logits, Window(*window)
 
     def make_policy(greedy: bool) -> Any:
         def policy(params: Any, inputs: StepInputs, window: Window, memory: Any, key: jax.Array) -> Any:

@@ -19,15 +19,30 @@ Building blocks, for sequences ``x [..., L, C]`` with a validity mask
   attention (the paper's RL architecture).
 
 Padding: positions with ``valid = False`` are zero in every layer's output,
-exactly as the zero padding before the start of a sequence. So running the
-stack over a right-aligned window ``[pad ... pad, s_0 ... s_t]`` gives at
-position ``s_t`` exactly what running it over ``[s_0 ... s_T]`` gives at ``t``:
-acting step by step over a fixed window and training on whole sequences
-compute the same function.
+exactly as the zero padding before the start of a sequence.
+
+Acting one step at a time (:meth:`SNAIL.step`): every block outputs
+``[input, new channels]``, so the input of every layer at a position is a
+prefix of the stack's final features there. Given a window of the final
+features of the last positions (a ring buffer, zero where invalid), a new
+position needs only its own pass: a dense block reads its input ``d`` steps
+back from the window, an attention block attends to the window's positions and
+the new one (keys and values are linear in the features, so it works on the
+window directly); the new position's features then replace the oldest ones.
+Stepping through a sequence no longer than the window gives exactly what
+:meth:`SNAIL.__call__` gives on the whole sequence.
 
 :class:`SnailPolicy` adds the RL parts: a step token
 ``[Phi(o_t, a_{t-1}, r_{t-1}), episode_start_t]`` per step and an MLP head from
-the stack's features to action logits.
+the stack's features to action logits. It acts over a window of the final
+features of the last ``context`` positions (the new one included). In longer
+sequences each position keeps the features computed when it was the newest
+(as Transformer-XL's memory): attention reads the last ``context`` positions
+and a dense block its input at most ``context - 1`` steps back, but those
+features summarise what came before them, so steps older than the window still
+matter. For ``context >= 2`` this equals the whole-sequence pass with attention
+limited to the last ``context`` positions; it is not the stack run afresh over
+the last ``context`` steps alone.
 """
 
 from __future__ import annotations
@@ -65,6 +80,29 @@ def _zero_invalid(x: jax.Array, valid: jax.Array) -> jax.Array:
     return x * valid[..., None].astype(x.dtype)
 
 
+def _cached_input(
+    cache: jax.Array, cache_valid: jax.Array, newest: jax.Array, back: int, channels: int
+) -> jax.Array:
+    """A layer's input ``back`` positions before the new one: the first ``channels`` cached
+    features there, zero if that position is invalid or not in the cache."""
+    size = cache.shape[-2]
+    if back > size:
+        return jnp.zeros((*cache.shape[:-2], channels), cache.dtype)
+    index = (newest + 1 - back) % size
+    past = jax.lax.dynamic_index_in_dim(cache, index, cache.ndim - 2, keepdims=False)[..., :channels]
+    return _zero_invalid(past, jax.lax.dynamic_index_in_dim(cache_valid, index, cache_valid.ndim - 1, False))
+
+
+# Every block takes either a whole sequence or one new position:
+#   cache None: x [..., L, C] (zero where invalid), valid [..., L];
+#   cache given: x [..., C] the new position's input, valid [...] its validity, and
+#     cache [..., M, C_final >= C], cache_valid [..., M]: a ring buffer of the stack's final
+#     features of positions before it (zero where invalid), whose first C channels are the
+#     block's input there; the one just before is at index `newest` (an int), the one d steps
+#     back at (newest + 1 - d) mod M.
+# Both share the same parameters.
+
+
 class DenseBlock(nn.Module):
     """Causal dilated convolution (kernel 2), gated activation, concatenated to the input.
 
@@ -77,11 +115,22 @@ class DenseBlock(nn.Module):
     filters: int
 
     @nn.compact
-    def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        valid: jax.Array,
+        cache: jax.Array | None = None,
+        cache_valid: jax.Array | None = None,
+        newest: jax.Array | None = None,
+    ) -> jax.Array:
         channels = x.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (2, channels, 2 * self.filters))
         bias = self.param("bias", nn.initializers.zeros, (2 * self.filters,))
-        z = causal_shift(x, self.dilation) @ kernel[0] + x @ kernel[1] + bias
+        if cache is None:
+            past = causal_shift(x, self.dilation)
+        else:
+            past = _cached_input(cache, cache_valid, newest, self.dilation, channels)
+        z = past @ kernel[0] + x @ kernel[1] + bias
         filt, gate = jnp.split(z, 2, axis=-1)
         return jnp.concatenate([x, _zero_invalid(jnp.tanh(filt) * nn.sigmoid(gate), valid)], axis=-1)
 
@@ -93,29 +142,73 @@ class TCBlock(nn.Module):
     filters: int
 
     @nn.compact
-    def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        valid: jax.Array,
+        cache: jax.Array | None = None,
+        cache_valid: jax.Array | None = None,
+        newest: jax.Array | None = None,
+    ) -> jax.Array:
         for dilation in dilations(self.seq_len):
-            x = DenseBlock(dilation, self.filters)(x, valid)
+            x = DenseBlock(dilation, self.filters)(x, valid, cache, cache_valid, newest)
         return x
 
 
 class AttentionBlock(nn.Module):
-    """Single-head causal soft attention over the valid steps so far, concatenated to the input."""
+    """Single-head causal soft attention over the valid steps so far, concatenated to the input.
+
+    For one new position the cached positions' keys and values are not formed:
+    with ``k_j = f_j W_k + b_k`` and ``v_j = f_j W_v + b_v`` (``f_j`` the cached
+    input), ``q . k_j = f_j . (W_k q) + q . b_k`` and
+    ``sum_j w_j v_j = (sum_j w_j f_j) W_v + (sum_j w_j) b_v``.
+    """
 
     key_size: int
     value_size: int
 
     @nn.compact
-    def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
-        length = x.shape[-2]
-        projected = nn.Dense(2 * self.key_size + self.value_size, name="query_key_value")(x)
-        query, keys, values = jnp.split(projected, [self.key_size, 2 * self.key_size], axis=-1)
-        scores = query @ jnp.swapaxes(keys, -1, -2) / math.sqrt(self.key_size)  # [..., L(query), L(key)]
-        allowed = jnp.tril(jnp.ones((length, length), bool)) & valid[..., None, :]
-        # A masked score of -1e30 has weight exactly 0 next to any allowed one. A padding query
-        # with no allowed key gets uniform weights; its output is zeroed below.
+    def __call__(
+        self,
+        x: jax.Array,
+        valid: jax.Array,
+        cache: jax.Array | None = None,
+        cache_valid: jax.Array | None = None,
+    ) -> jax.Array:
+        dense = nn.Dense(2 * self.key_size + self.value_size, name="query_key_value")
+        query, keys, values = jnp.split(dense(x), [self.key_size, 2 * self.key_size], axis=-1)
+        scale = 1.0 / math.sqrt(self.key_size)
+        if cache is None:
+            length = x.shape[-2]
+            scores = query @ jnp.swapaxes(keys, -1, -2) * scale  # [..., L(query), L(key)]
+            allowed = jnp.tril(jnp.ones((length, length), bool)) & valid[..., None, :]
+            # A masked score of -1e30 has weight exactly 0 next to any allowed one. A padding query
+            # with no allowed key gets uniform weights; its output is zeroed below.
+            weights = jax.nn.softmax(jnp.where(allowed, scores, -1e30), axis=-1)
+            return jnp.concatenate([x, _zero_invalid(weights @ values, valid)], axis=-1)
+        # One new position: keys are the cached positions (in any order), then itself.
+        kernel, bias = dense.variables["params"]["kernel"], dense.variables["params"]["bias"]
+        # Zero rows for the cached channels past this block's input: no slice of the cache.
+        kernel = jnp.pad(kernel, ((0, cache.shape[-1] - x.shape[-1]), (0, 0)))
+        key_kernel, value_kernel = (
+            kernel[:, self.key_size : 2 * self.key_size],
+            kernel[:, 2 * self.key_size :],
+        )
+        key_bias, value_bias = bias[self.key_size : 2 * self.key_size], bias[2 * self.key_size :]
+        past_scores = (
+            jnp.einsum("...mc,...c->...m", cache, query @ key_kernel.T) + (query @ key_bias)[..., None]
+        )
+        own_score = jnp.sum(query * keys, axis=-1, keepdims=True)
+        scores = jnp.concatenate([past_scores, own_score], axis=-1) * scale
+        allowed = jnp.concatenate([cache_valid, jnp.ones((*cache_valid.shape[:-1], 1), bool)], axis=-1)
         weights = jax.nn.softmax(jnp.where(allowed, scores, -1e30), axis=-1)
-        return jnp.concatenate([x, _zero_invalid(weights @ values, valid)], axis=-1)
+        past_weights, own_weight = weights[..., :-1], weights[..., -1:]
+        read = (
+            jnp.einsum("...m,...mc->...c", past_weights, cache) @ value_kernel
+            + past_weights.sum(-1, keepdims=True) * value_bias
+            + own_weight * values
+        )
+        return jnp.concatenate([x, _zero_invalid(read, valid)], axis=-1)
 
 
 class SNAIL(nn.Module):
@@ -132,16 +225,45 @@ class SNAIL(nn.Module):
     value_size: int = 32
 
     @nn.compact
-    def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        valid: jax.Array,
+        cache: jax.Array | None = None,
+        cache_valid: jax.Array | None = None,
+        newest: jax.Array | None = None,
+    ) -> jax.Array:
         x = _zero_invalid(x, valid)
         for kind in self.blocks:
             if kind == "tc":
-                x = TCBlock(self.seq_len, self.filters)(x, valid)
+                x = TCBlock(self.seq_len, self.filters)(x, valid, cache, cache_valid, newest)
             elif kind == "attention":
-                x = AttentionBlock(self.key_size, self.value_size)(x, valid)
+                x = AttentionBlock(self.key_size, self.value_size)(x, valid, cache, cache_valid)
             else:
                 raise ValueError(f"unknown SNAIL block {kind!r}; allowed: {', '.join(BLOCK_KINDS)}")
         return x
+
+    def step(
+        self,
+        x: jax.Array,
+        window: jax.Array,
+        window_valid: jax.Array,
+        newest: jax.Array,
+        valid: jax.Array | bool = True,
+    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        """One new position with input ``x [..., C]``, over a window of the outputs of the
+        last ``W`` positions: ``window [..., W, C + growth]`` (zero where invalid) and
+        ``window_valid [..., W]``, a ring buffer whose newest entry is at index ``newest``
+        (an int). The new position takes the oldest one's place: it reads the ``W - 1`` others
+        (attention sees ``W`` positions with itself). Returns its output ``[..., C + growth]``
+        and the window ``(window, window_valid, newest)`` with it in. Stepping through a
+        sequence of at most ``W`` positions from an empty window gives :meth:`__call__`'s
+        outputs."""
+        valid = jnp.broadcast_to(jnp.asarray(valid, bool), x.shape[:-1])
+        slot = (newest + 1) % window.shape[-2]  # the oldest entry, leaving the window
+        window_valid = window_valid.at[..., slot].set(False)
+        out = self(x, valid, window, window_valid, newest)
+        return out, window.at[..., slot, :].set(out), window_valid.at[..., slot].set(valid), slot
 
 
 class SnailPolicy(nn.Module):
@@ -151,7 +273,7 @@ class SnailPolicy(nn.Module):
     (:class:`~jaxmeta.nets.encoders.StepEncoder`, ``features + 1`` channels);
     action index ``num_actions`` means "no previous action" (first step of the
     trial). ``context`` is the longest sequence the stack is built for (it
-    sets the dilations of the TC blocks).
+    sets the dilations of the TC blocks) and the acting window.
     """
 
     num_actions: int
@@ -170,6 +292,12 @@ class SnailPolicy(nn.Module):
         self.stack = SNAIL(self.context, tuple(self.blocks), self.filters, self.key_size, self.value_size)
         self.head = MLP((self.hidden, self.num_actions))
 
+    @property
+    def window_shape(self) -> tuple[int, int]:
+        """The acting window of final stack features: ``(context, channels)``."""
+        growth = {"tc": len(dilations(self.context)) * self.filters, "attention": self.value_size}
+        return self.context, self.features + 1 + sum(growth[kind] for kind in self.blocks)
+
     def token(
         self, obs: jax.Array, prev_action: jax.Array, prev_reward: jax.Array, episode_start: jax.Array
     ) -> jax.Array:
@@ -181,16 +309,20 @@ class SnailPolicy(nn.Module):
         """Logits of every step ``[..., L, A]`` from tokens ``[..., L, features + 1]`` (causal)."""
         return self.head(self.stack(tokens, valid))
 
-    def last_logits(self, tokens: jax.Array, valid: jax.Array) -> jax.Array:
-        """Logits of the last step only ``[..., A]``: acting over a right-aligned window."""
-        return self.head(self.stack(tokens, valid)[..., -1, :])
+    def step_logits(
+        self, token: jax.Array, window: jax.Array, window_valid: jax.Array, newest: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        """One acting step: ``token [..., features + 1]`` and the window of the final stack
+        features of the last ``context`` positions (``window [..., *window_shape]``,
+        ``window_valid [..., context]``, a ring buffer with the newest at ``newest``; see
+        :meth:`SNAIL.step`) -> the new position's logits ``[..., A]`` and the window with it
+        in place of the oldest."""
+        features, *window = self.stack.step(token, window, window_valid, newest)
+        return self.head(features), *window
 
     def __call__(
         self, obs: jax.Array, prev_action: jax.Array, prev_reward: jax.Array, episode_start: jax.Array
     ) -> jax.Array:
-        """The first step of a trial from an empty window (initialises every parameter)."""
+        """The logits of a one-step trial (initialises every parameter)."""
         token = self.token(obs, prev_action, prev_reward, episode_start)
-        window = jnp.zeros((*token.shape[:-1], self.context, token.shape[-1]), token.dtype)
-        window = window.at[..., -1, :].set(token)
-        valid = jnp.zeros((*token.shape[:-1], self.context), bool).at[..., -1].set(True)
-        return self.last_logits(window, valid)
+        return self.logits(token[..., None, :], jnp.ones((*token.shape[:-1], 1), bool))[..., 0, :]
