@@ -68,6 +68,16 @@ def over_seeds(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
     return jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
 
 
+def _seeded_algo(cfg: RunConfig) -> tuple[Any, Mesh, NamedSharding, jax.Array, jax.Array]:
+    """The method, the seed mesh and sharding, and per-seed training and evaluation keys."""
+    algo = algos.REGISTRY[cfg.algo.name].make(cfg)
+    mesh = seed_mesh(cfg.seeds)
+    sharding = NamedSharding(mesh, PartitionSpec("seeds"))
+    seed_keys = jnp.stack([jax.random.PRNGKey(cfg.seed + i) for i in range(cfg.seeds)])
+    eval_base_keys = jnp.stack([jax.random.PRNGKey(cfg.seed + i + EVAL_KEY_OFFSET) for i in range(cfg.seeds)])
+    return algo, mesh, sharding, seed_keys, eval_base_keys
+
+
 def run(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
     """Train, evaluate, checkpoint and plot one configuration; returns the summary."""
     run_dir = Path(cfg.run_dir)
@@ -75,11 +85,7 @@ def run(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
     is_writer = jax.process_index() == 0
     t_start = time.perf_counter()
 
-    algo = algos.REGISTRY[cfg.algo.name].make(cfg)
-    mesh = seed_mesh(cfg.seeds)
-    sharding = NamedSharding(mesh, PartitionSpec("seeds"))
-    seed_keys = jnp.stack([jax.random.PRNGKey(cfg.seed + i) for i in range(cfg.seeds)])
-    eval_base_keys = jnp.stack([jax.random.PRNGKey(cfg.seed + i + EVAL_KEY_OFFSET) for i in range(cfg.seeds)])
+    algo, mesh, sharding, seed_keys, eval_base_keys = _seeded_algo(cfg)
 
     init_fn = jax.jit(over_seeds(algo.init, mesh), out_shardings=sharding)
     state = init_fn(jax.device_put(seed_keys, sharding))
@@ -178,6 +184,42 @@ def run(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
             from jaxmeta import plots
 
             plots.plot_run(run_dir)
+    return summary
+
+
+def evaluate_checkpoint(cfg: RunConfig, update: int | None = None) -> dict[str, Any]:
+    """Evaluate a trained run's checkpoint again, e.g. with other ``eval.*`` settings.
+
+    ``cfg`` is the run's config (``run_dir/config.yaml``) with any overrides;
+    ``update`` picks the checkpoint (default: the latest). Returns a summary
+    like :func:`run`'s (no training figures) with ``checkpoint_update`` added.
+    The keys are the ones :func:`run` would use at that update, so the same
+    settings reproduce the run's own evaluation there exactly.
+    """
+    run_dir = Path(cfg.run_dir)
+    update = _latest_checkpoint(run_dir / "checkpoints") if update is None else update
+    if update is None or not (run_dir / "checkpoints" / str(update)).is_dir():
+        raise ConfigError(f"no checkpoint{'' if update is None else f' at update {update}'} in {run_dir}")
+    t_start = time.perf_counter()
+    algo, mesh, sharding, seed_keys, eval_base_keys = _seeded_algo(cfg)
+    # The state's structure and shardings, without computing it.
+    shapes = jax.eval_shape(over_seeds(algo.init, mesh), seed_keys)
+    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+    checkpoints = _checkpoint_manager(run_dir / "checkpoints", cfg.keep_checkpoints)
+    try:
+        state = checkpoints.restore(update, args=_ocp().args.StandardRestore(target))
+    finally:
+        checkpoints.close()
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_base_keys, update)
+    eval_fn = jax.jit(over_seeds(algo.evaluate, mesh), in_shardings=sharding, out_shardings=sharding)
+    t_compile = time.perf_counter()
+    compiled = eval_fn.lower(state, jax.device_put(keys, sharding)).compile()
+    compile_s = time.perf_counter() - t_compile
+    t_eval = time.perf_counter()
+    evaluation = _to_host(compiled(state, jax.device_put(keys, sharding)))
+    eval_s = time.perf_counter() - t_eval
+    summary = _summary(cfg, evaluation, {}, time.perf_counter() - t_start, compile_s, 0.0, 0, mesh)
+    summary.update(checkpoint_update=update, eval_s=eval_s, eval_settings=to_dict(cfg)["eval"])
     return summary
 
 
@@ -372,9 +414,18 @@ def format_summary(summary: dict[str, Any], run_dir: str) -> str:
     header = "  episode        " + "".join(f"{i + 1:>8d}" for i in range(k)) + "     total"
     mean, std = np.array(ev["episode_return"]["mean"]), np.array(ev["episode_return"]["std"])
     optimal = np.array(summary["optimal_episode_return"])
+    if "checkpoint_update" in summary:
+        first = (
+            f"Evaluated the checkpoint at update {summary['checkpoint_update']} x {summary['seeds']} "
+            f"seed(s) in {summary['wall_time_s']:.0f} s (compile {summary['compile_s']:.0f} s)."
+        )
+    else:
+        first = (
+            f"Finished {summary['updates_run']} updates x {summary['seeds']} seed(s) in "
+            f"{summary['wall_time_s']:.0f} s (compile {summary['compile_s']:.0f} s)."
+        )
     lines = [
-        f"Finished {summary['updates_run']} updates x {summary['seeds']} seed(s) in "
-        f"{summary['wall_time_s']:.0f} s (compile {summary['compile_s']:.0f} s).",
+        first,
         f"Held-out tasks, return per episode of a {k}-episode trial (mean over tasks, "
         f"mean +- std over seeds; +1 goal, -1 trap):",
         header,
@@ -395,5 +446,6 @@ def format_summary(summary: dict[str, Any], run_dir: str) -> str:
             f"A memoryless policy cannot remember which block failed: its ceiling is {ceiling:.2f} "
             "per episode; the gap to the optimum is what memory must close."
         )
-    lines.append(f"Outputs in {run_dir}: metrics.jsonl, summary.json, plots/, checkpoints/.")
+    if "checkpoint_update" not in summary:
+        lines.append(f"Outputs in {run_dir}: metrics.jsonl, summary.json, plots/, checkpoints/.")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import tiny_config
 
 import envs_jax
 from envs_jax.gridworld import EnvState
@@ -19,38 +20,23 @@ W, C, N, L = 5, 3, 4, 3
 
 
 def small_config(run_dir="/tmp/unused", *extra):
-    return config.load(
-        None,
-        [
-            f"run_dir={run_dir}",
-            "algo.name=failure_replay",
-            f"env.size={W}",
-            "env.num_blocks=2",
-            f"env.num_colors={C}",
-            "env.max_steps_in_episode=10",
-            "trial.num_steps=24",
-            "trial.batch_size=4",
-            f"algo.bank_capacity={N}",
-            f"algo.bank_length={L}",
-            "algo.features=16",
-            "algo.num_heads=2",
-            "algo.hidden=16",
-            "algo.temporal_window=4",
-            "algo.max_episodes_per_trial=8",
-            "algo.num_train_tasks=12",
-            "algo.tasks_per_update=5",
-            "algo.num_test_tasks=8",
-            "eval.num_tasks=8",
-            "eval.episodes=2",
-            "seeds=1",
-            "num_updates=12",
-            "chunk_size=4",
-            "checkpoint_every=12",
-            "eval.every=12",
-            "progress=false",
-            "plots=false",
-            *extra,
-        ],
+    return tiny_config(
+        "failure_replay",
+        run_dir,
+        12,
+        f"env.size={W}",
+        f"env.num_colors={C}",
+        "env.max_steps_in_episode=10",
+        "trial.num_steps=24",
+        f"algo.bank_capacity={N}",
+        f"algo.bank_length={L}",
+        "algo.features=16",
+        "algo.num_heads=2",
+        "algo.hidden=16",
+        "algo.temporal_window=4",
+        "algo.max_episodes_per_trial=8",
+        "algo.tasks_per_update=5",
+        *extra,
     )
 
 

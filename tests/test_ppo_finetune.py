@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import tiny_config
 
 from envs_jax.gridworld import GridworldTask
 from jaxmeta import config, ppo, runner, trial
@@ -17,32 +18,17 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def small_config(run_dir="/tmp/unused", *extra):
-    return config.load(
-        None,
-        [
-            f"run_dir={run_dir}",
-            "algo.name=ppo_finetune",
-            "env.size=5",
-            "env.num_blocks=2",
-            "env.num_colors=3",
-            "env.max_steps_in_episode=10",
-            "trial.num_steps=24",
-            "trial.batch_size=4",
-            "algo.features=16",
-            "algo.hidden=16",
-            "algo.num_train_tasks=12",
-            "algo.num_test_tasks=8",
-            "eval.num_tasks=8",
-            "eval.episodes=2",
-            "seeds=1",
-            "num_updates=12",
-            "chunk_size=4",
-            "checkpoint_every=12",
-            "eval.every=12",
-            "progress=false",
-            "plots=false",
-            *extra,
-        ],
+    return tiny_config(
+        "ppo_finetune",
+        run_dir,
+        12,
+        "env.size=5",
+        "env.num_colors=3",
+        "env.max_steps_in_episode=10",
+        "trial.num_steps=24",
+        "algo.features=16",
+        "algo.hidden=16",
+        *extra,
     )
 
 

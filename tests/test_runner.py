@@ -190,3 +190,33 @@ def test_bc_learns_on_one_block_and_writes_outputs(tmp_path):
     assert summary["optimal_episode_return"] == [1.0, 1.0]
     for name in ("config.yaml", "summary.json", "plots/learning_curves.png", "plots/episode_returns.png"):
         assert (run_dir / name).stat().st_size > 0
+
+
+def test_evaluate_cli_reproduces_the_runs_evaluation_and_rejects_bad_arguments(tmp_path, capsys):
+    """Re-evaluating a checkpoint with the run's settings gives the numbers the run logged there."""
+    from jaxmeta import evaluate
+
+    run_dir = tmp_path / "run"
+    runner.run(tiny(run_dir, "seeds=2"), log=lambda *_: None)
+    logged = {r["seed"]: r for r in rows(run_dir) if r["kind"] == "eval" and r["update"] == 4}
+    assert evaluate.main([f"run_dir={run_dir}", "update=4"]) == 0
+    again = json.loads((run_dir / "eval_default_u4.json").read_text())
+    assert again["checkpoint_update"] == 4
+    for seed in (0, 1):
+        np.testing.assert_allclose(
+            again["eval"]["episode_return"]["per_seed"][seed], logged[seed]["eval/episode_return"], atol=1e-6
+        )
+    # Other eval settings: latest checkpoint, greedy, more episodes.
+    assert evaluate.main([f"run_dir={run_dir}", "eval.greedy=true", "eval.episodes=3"]) == 0
+    greedy = json.loads((run_dir / "eval_greedy-true_episodes-3_u8.json").read_text())
+    assert len(greedy["eval"]["episode_return"]["mean"]) == 3 and greedy["eval_settings"]["greedy"] is True
+    assert "update 8" in capsys.readouterr().out
+    for bad, message in [
+        ([], "run_dir=PATH is required"),
+        ([f"run_dir={tmp_path}"], "not a jaxmeta run directory"),
+        ([f"run_dir={run_dir}", "seeds=4"], "only run_dir, update and eval"),
+        ([f"run_dir={run_dir}", "update=3"], "no checkpoint at update 3"),
+        ([f"run_dir={run_dir}", "eval.episodes=0"], "eval.episodes"),
+    ]:
+        assert evaluate.main(bad) == 2, bad
+        assert message in capsys.readouterr().err, bad

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import tiny_config
 
 from jaxmeta import config, runner, trial
 from jaxmeta.algos import snail
@@ -22,38 +23,23 @@ BLOCKS = "[tc,attention,tc,attention]"  # every kind of block after every other,
 
 
 def small_config(run_dir="/tmp/unused", *extra):
-    return config.load(
-        None,
-        [
-            f"run_dir={run_dir}",
-            "algo.name=snail",
-            f"env.size={W}",
-            "env.num_blocks=2",
-            f"env.num_colors={C}",
-            "env.max_steps_in_episode=5",
-            f"trial.num_steps={T}",
-            "trial.batch_size=4",
-            f"algo.context={CONTEXT}",
-            f"algo.blocks={BLOCKS}",
-            "algo.features=8",
-            "algo.filters=8",
-            "algo.key_size=8",
-            "algo.value_size=8",
-            "algo.hidden=16",
-            "algo.conv_channels=[8]",
-            "algo.num_train_tasks=12",
-            "algo.num_test_tasks=8",
-            "eval.num_tasks=8",
-            "eval.episodes=2",
-            "seeds=1",
-            "num_updates=24",
-            "chunk_size=4",
-            "checkpoint_every=24",
-            "eval.every=24",
-            "progress=false",
-            "plots=false",
-            *extra,
-        ],
+    return tiny_config(
+        "snail",
+        run_dir,
+        24,
+        f"env.size={W}",
+        f"env.num_colors={C}",
+        "env.max_steps_in_episode=5",
+        f"trial.num_steps={T}",
+        f"algo.context={CONTEXT}",
+        f"algo.blocks={BLOCKS}",
+        "algo.features=8",
+        "algo.filters=8",
+        "algo.key_size=8",
+        "algo.value_size=8",
+        "algo.hidden=16",
+        "algo.conv_channels=[8]",
+        *extra,
     )
 
 
