@@ -188,3 +188,13 @@ def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     return out
+
+
+def finish_report(report: dict[str, Any], load_start: list[float] | None, out: str | None) -> dict[str, Any]:
+    """Add the machine and the load averages around the measurement to ``report``; write it to
+    ``out`` as JSON when given (printing where); return it."""
+    report.update(machine=machine_info(), load_average_start=load_start, load_average_end=load_average())
+    if out:
+        write_json(report, out)
+        print(f"wrote {out}")
+    return report

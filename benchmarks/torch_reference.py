@@ -597,14 +597,8 @@ def main(argv: list[str] | None = None) -> dict:
         "reference": ref,
         "reference_by_torch_threads": {str(k): v for k, v in by_threads.items()},
         "ours_over_reference": ratio,
-        "machine": _common.machine_info(),
-        "load_average_start": load_start,
-        "load_average_end": _common.load_average(),
     }
-    if out:
-        _common.write_json(report, out)
-        print(f"wrote {out}")
-    return report
+    return _common.finish_report(report, load_start, out)
 
 
 if __name__ == "__main__":

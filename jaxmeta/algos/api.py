@@ -19,7 +19,7 @@ import optax
 
 import envs_jax
 from envs_jax.gridworld import where_tasks
-from jaxmeta.trial import EpisodeStats
+from jaxmeta.trial import EpisodeStats, TrialData, run_trials
 
 Metrics = dict[str, jax.Array]
 
@@ -106,3 +106,39 @@ def per_episode_metrics(episodes: EpisodeStats, prefix: str = "eval/") -> Metric
         f"{prefix}episode_success": (episodes.success * valid).mean(0),
         f"{prefix}total_return": returns.sum(),
     }
+
+
+def labelled_trials(
+    setup: EnvSetup,
+    trial_cfg: Any,
+    policy: Any,
+    params: Any,
+    carry: Any,
+    task_set: Any,
+    num_tasks: int,
+    task_key: jax.Array,
+    trial_key: jax.Array,
+    memory: Any = None,
+    max_episodes: int | None = None,
+) -> tuple[TrialData, EpisodeStats]:
+    """A training batch: ``trial_cfg.batch_size`` trials by ``policy`` on tasks drawn uniformly
+    from the first ``num_tasks`` of ``task_set``, every step labelled with the expert's action
+    (in ``data.extras``): the data every imitation method here learns from."""
+    env, env_params = setup.env, setup.params
+    task_ids = jax.random.randint(task_key, (trial_cfg.batch_size,), 0, num_tasks)
+    data, episodes, _ = run_trials(
+        env,
+        env_params,
+        policy,
+        params,
+        carry,
+        task_set,
+        task_ids,
+        trial_key,
+        trial_cfg.num_steps,
+        trial_cfg.reset_mode,
+        memory=memory,
+        max_episodes=max_episodes,
+        record_fn=lambda env_state: env.expert_action(env_state, env_params),
+    )
+    return data, episodes

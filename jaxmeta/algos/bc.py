@@ -29,6 +29,7 @@ from jaxmeta.algos.api import (
     Metrics,
     clipped_adam,
     episode_metrics,
+    labelled_trials,
     make_env_setup,
     per_episode_metrics,
 )
@@ -64,7 +65,6 @@ def make(cfg: Any) -> Algo:
     network = MemorylessPolicy(hidden_sizes=tuple(algo_cfg.hidden_sizes), num_actions=env.num_actions)
     optimizer = clipped_adam(algo_cfg.learning_rate, algo_cfg.max_grad_norm)
     obs_example = jnp.zeros(env.observation_space(env_params).shape, env.observation_space(env_params).dtype)
-    batch, num_steps = cfg.trial.batch_size, cfg.trial.num_steps
     eval_episodes = cfg.eval.episodes
     test_tasks = jax.tree.map(lambda leaf: leaf[: cfg.eval.num_tasks], setup.test_tasks)
 
@@ -75,9 +75,6 @@ def make(cfg: Any) -> Algo:
     def greedy_policy(params: Any, inputs: StepInputs, carry: Any, memory: Any, key: jax.Array) -> Any:
         return jnp.argmax(network.apply(params, inputs.obs), axis=-1), carry
 
-    def expert_label(env_state: Any) -> jax.Array:
-        return env.expert_action(env_state, env_params)
-
     def init(key: jax.Array) -> TrainState:
         key, init_key = jax.random.split(key)
         params = network.init(init_key, obs_example)
@@ -85,19 +82,16 @@ def make(cfg: Any) -> Algo:
 
     def update(state: TrainState) -> tuple[TrainState, Metrics]:
         key, task_key, trial_key = jax.random.split(state.key, 3)
-        task_ids = jax.random.randint(task_key, (batch,), 0, algo_cfg.num_train_tasks)
-        data, episodes, _ = run_trials(
-            env,
-            env_params,
+        data, episodes = labelled_trials(
+            setup,
+            cfg.trial,
             sample_policy,
             state.params,
             None,
             setup.train_tasks,
-            task_ids,
+            algo_cfg.num_train_tasks,
+            task_key,
             trial_key,
-            num_steps,
-            cfg.trial.reset_mode,
-            record_fn=expert_label,
         )
         labels = data.extras
 

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxmeta.algos.api import Algo, Metrics, clipped_adam, episode_metrics, make_env_setup
+from jaxmeta.algos.api import Algo, Metrics, clipped_adam, episode_metrics, labelled_trials, make_env_setup
 from jaxmeta.config import ConfigError, param
 from jaxmeta.memory import failure_bank
 from jaxmeta.nets.failure_memory import FailureMemoryPolicy
@@ -49,7 +49,6 @@ from jaxmeta.trial import (
     TrialData,
     failures_for_bank,
     run_episodes_with_failure_bank,
-    run_trials,
 )
 
 
@@ -203,9 +202,6 @@ def make_parts(cfg: Any) -> Parts:
 
     sample_policy, greedy_policy = make_policy(False), make_policy(True)
 
-    def expert_label(env_state: Any) -> jax.Array:
-        return env.expert_action(env_state, env_params)
-
     def trial_logits(params: Any, data: TrialData, memory: dict) -> jax.Array:
         """Logits of every step of one recorded trial (``[T, A]``), as the acting policy computed them."""
         steps = data.action.shape[0]
@@ -270,22 +266,18 @@ def make_parts(cfg: Any) -> Parts:
         """
         _, pool_key, task_key, trial_key = jax.random.split(state.key, 4)
         pool = draw_pool(pool_key, state.bank)
-        task_ids = jax.random.randint(task_key, (cfg.trial.batch_size,), 0, pool_size)
-        memory = encode(state.params, pool.bank)
-        data, episodes, _ = run_trials(
-            env,
-            env_params,
+        data, episodes = labelled_trials(
+            setup,
+            cfg.trial,
             sample_policy,
             state.params,
             empty_window,
             pool.tasks,
-            task_ids,
+            pool_size,
+            task_key,
             trial_key,
-            cfg.trial.num_steps,
-            cfg.trial.reset_mode,
-            memory=memory,
+            memory=encode(state.params, pool.bank),
             max_episodes=algo_cfg.max_episodes_per_trial,
-            record_fn=expert_label,
         )
         return data, episodes, pool
 

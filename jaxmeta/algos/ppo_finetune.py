@@ -48,10 +48,10 @@ import optax
 from flax import struct
 
 from jaxmeta import ppo
-from jaxmeta.algos.api import Algo, Metrics, clipped_adam, episode_metrics, make_env_setup
+from jaxmeta.algos.api import Algo, Metrics, clipped_adam, episode_metrics, labelled_trials, make_env_setup
 from jaxmeta.config import param
 from jaxmeta.nets.actor_critic import ActorCritic
-from jaxmeta.trial import StepInputs, TrialData, run_trial, run_trials
+from jaxmeta.trial import StepInputs, TrialData, run_trial
 
 
 @dataclasses.dataclass
@@ -130,9 +130,6 @@ def make_parts(cfg: Any) -> Parts:
         logits, _ = network.apply(params, inputs.obs)
         return jnp.argmax(logits, axis=-1), carry
 
-    def expert_label(env_state: Any) -> jax.Array:
-        return env.expert_action(env_state, env_params)
-
     def init(key: jax.Array) -> TrainState:
         key, init_key = jax.random.split(key)
         params = network.init(init_key, obs_example)
@@ -143,19 +140,16 @@ def make_parts(cfg: Any) -> Parts:
         """A batch of trials by the current policy, expert labels in ``data.extras``,
         and the critic's targets: return-to-go in each episode, masked where cut off."""
         _, task_key, trial_key = jax.random.split(state.key, 3)
-        task_ids = jax.random.randint(task_key, (cfg.trial.batch_size,), 0, algo_cfg.num_train_tasks)
-        data, episodes, _ = run_trials(
-            env,
-            env_params,
+        data, episodes = labelled_trials(
+            setup,
+            cfg.trial,
             sample_policy,
             state.params,
             None,
             setup.train_tasks,
-            task_ids,
+            algo_cfg.num_train_tasks,
+            task_key,
             trial_key,
-            cfg.trial.num_steps,
-            cfg.trial.reset_mode,
-            record_fn=expert_label,
         )
         returns = jax.vmap(ppo.discounted_returns, in_axes=(0, 0, None))(data.reward, data.done, gamma)
         return data, episodes, returns, ended_in_trial(data)

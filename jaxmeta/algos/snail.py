@@ -53,6 +53,7 @@ from jaxmeta.algos.api import (
     Metrics,
     clipped_adam,
     episode_metrics,
+    labelled_trials,
     make_env_setup,
     per_episode_metrics,
 )
@@ -179,9 +180,6 @@ def make_parts(cfg: Any) -> Parts:
 
     sample_policy, greedy_policy = make_policy(False), make_policy(True)
 
-    def expert_label(env_state: Any) -> jax.Array:
-        return env.expert_action(env_state, env_params)
-
     def trial_logits(params: Any, data: TrialData) -> jax.Array:
         """Logits of every step of one recorded trial (``[T, A]``, ``T <= context``), in one pass."""
         steps = data.action.shape[0]
@@ -201,21 +199,17 @@ def make_parts(cfg: Any) -> Parts:
     def collect(state: TrainState) -> tuple[TrialData, Any]:
         """A batch of trials by the current policy, every step labelled by the expert."""
         _, task_key, trial_key = jax.random.split(state.key, 3)
-        task_ids = jax.random.randint(task_key, (cfg.trial.batch_size,), 0, algo_cfg.num_train_tasks)
-        data, episodes, _ = run_trials(
-            env,
-            env_params,
+        return labelled_trials(
+            setup,
+            cfg.trial,
             sample_policy,
             state.params,
             empty_window,
             setup.train_tasks,
-            task_ids,
+            algo_cfg.num_train_tasks,
+            task_key,
             trial_key,
-            cfg.trial.num_steps,
-            cfg.trial.reset_mode,
-            record_fn=expert_label,
         )
-        return data, episodes
 
     def update(state: TrainState) -> tuple[TrainState, Metrics]:
         key = jax.random.split(state.key, 3)[0]  # collect uses the other two
