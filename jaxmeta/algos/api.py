@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import struct
 
 import envs_jax
 from envs_jax.gridworld import where_tasks
@@ -31,6 +32,16 @@ class Algo(NamedTuple):
     init: Callable[[jax.Array], Any]
     update: Callable[[Any], tuple[Any, Metrics]]
     evaluate: Callable[[Any, jax.Array], Metrics]
+
+
+@struct.dataclass
+class TrainState:
+    """The training state of a method with nothing but parameters to carry across updates."""
+
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    update_step: jax.Array
 
 
 def clipped_adam(learning_rate: float, max_grad_norm: float) -> optax.GradientTransformation:

@@ -22,11 +22,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
 
 from jaxmeta.algos.api import (
     Algo,
     Metrics,
+    TrainState,
     clipped_adam,
     episode_metrics,
     labelled_trials,
@@ -47,14 +47,6 @@ class Config:
     sgd_steps: int = param(1, "gradient steps on each batch of trials", min=1)
     num_train_tasks: int = param(1000, "fixed training tasks", min=1)
     num_test_tasks: int = param(256, "held-out test tasks (evaluation uses eval.num_tasks of them)", min=1)
-
-
-@struct.dataclass
-class TrainState:
-    params: Any
-    opt_state: Any
-    key: jax.Array
-    update_step: jax.Array
 
 
 def make(cfg: Any) -> Algo:

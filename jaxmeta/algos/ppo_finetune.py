@@ -45,10 +45,17 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
 
 from jaxmeta import ppo
-from jaxmeta.algos.api import Algo, Metrics, clipped_adam, episode_metrics, labelled_trials, make_env_setup
+from jaxmeta.algos.api import (
+    Algo,
+    Metrics,
+    TrainState,
+    clipped_adam,
+    episode_metrics,
+    labelled_trials,
+    make_env_setup,
+)
 from jaxmeta.config import param
 from jaxmeta.nets.actor_critic import ActorCritic
 from jaxmeta.trial import StepInputs, TrialData, run_trial
@@ -74,14 +81,6 @@ class Config:
     entropy_coef: float = param(0.01, "weight of the entropy bonus in finetuning", min=0.0)
     num_train_tasks: int = param(1000, "fixed training tasks", min=1)
     num_test_tasks: int = param(256, "held-out test tasks (evaluation uses eval.num_tasks of them)", min=1)
-
-
-@struct.dataclass
-class TrainState:
-    params: Any
-    opt_state: Any
-    key: jax.Array
-    update_step: jax.Array
 
 
 class Parts(NamedTuple):

@@ -51,6 +51,7 @@ from flax import struct
 from jaxmeta.algos.api import (
     Algo,
     Metrics,
+    TrainState,
     clipped_adam,
     episode_metrics,
     labelled_trials,
@@ -92,14 +93,6 @@ def validate_config(cfg: Any) -> None:
         )
     if not algo.blocks:
         raise ConfigError(f"algo.blocks must name at least one block ({', '.join(BLOCK_KINDS)})")
-
-
-@struct.dataclass
-class TrainState:
-    params: Any
-    opt_state: Any
-    key: jax.Array
-    update_step: jax.Array
 
 
 @struct.dataclass
