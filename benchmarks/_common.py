@@ -5,6 +5,7 @@
   result of each call; the summary is the median of the repeats.
 * :func:`machine_info` records what the numbers were measured on.
 * :func:`write_json` writes a result file, by default under ``benchmarks/results/``.
+* :func:`restore_memory_run` loads a trained ``failure_replay`` run for the scripts that look into one.
 """
 
 from __future__ import annotations
@@ -198,3 +199,28 @@ def finish_report(report: dict[str, Any], load_start: list[float] | None, out: s
         write_json(report, out)
         print(f"wrote {out}")
     return report
+
+
+def restore_memory_run(run_dir: Path, update: int | None = None) -> tuple[Any, Any, Any, int]:
+    """A trained ``failure_replay`` run: ``(config, failure_replay.Parts, params [seeds, ...], update)``.
+
+    ``update`` picks the checkpoint (default: the latest). Exits with a message
+    if ``run_dir`` is not such a run or has no such checkpoint.
+    """
+    import orbax.checkpoint as ocp
+
+    from jaxmeta import config
+    from jaxmeta.algos import failure_replay
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise SystemExit(f"{run_dir} is not a run directory (no config.yaml)")
+    cfg = config.load(str(run_dir / "config.yaml"))
+    if cfg.algo.name != "failure_replay":
+        raise SystemExit(f"{run_dir} is a {cfg.algo.name} run, not a failure_replay (memory agent) run")
+    with ocp.CheckpointManager((run_dir / "checkpoints").absolute()) as manager:
+        update = manager.latest_step() if update is None else update
+        if update is None or update not in manager.all_steps():
+            raise SystemExit(f"no checkpoint{'' if update is None else f' at update {update}'} in {run_dir}")
+        params = manager.restore(update, args=ocp.args.StandardRestore())["params"]
+    return cfg, failure_replay.make_parts(cfg), params, int(update)

@@ -144,7 +144,10 @@ def curves(ax: Any, runs: Path, entries: list[tuple[str, str]], title: str) -> N
     ax.set_ylabel("held-out return, 5 episodes")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:  # none of the runs exists yet: no legend
+        ax.legend(fontsize=7, loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center", color="gray")
 
 
 def results_table(runs: Path) -> str:
@@ -217,17 +220,13 @@ def render_gif(run_dir: Path, path: Path, task_index: int = 0) -> Path:
     """Restore a trained failure_replay run and animate one held-out trial of it."""
     import jax
     import jax.numpy as jnp
-    import orbax.checkpoint as ocp
 
-    from jaxmeta import config, plots, trial
-    from jaxmeta.algos import failure_replay
+    from benchmarks._common import restore_memory_run
+    from jaxmeta import plots, trial
     from jaxmeta.memory import failure_bank
 
-    cfg = config.load(str(run_dir / "config.yaml"))
-    parts = failure_replay.make_parts(cfg)
-    with ocp.CheckpointManager((run_dir / "checkpoints").absolute()) as manager:
-        saved = manager.restore(manager.latest_step())
-    params = jax.tree.map(lambda x: jnp.asarray(x)[0], saved["params"])  # seed 0
+    cfg, parts, params, _ = restore_memory_run(run_dir)
+    params = jax.tree.map(lambda x: jnp.asarray(x)[0], params)  # seed 0
     env, env_params = parts.setup.env, parts.setup.params
     tasks = jax.tree.map(lambda x: x[task_index : task_index + 1], parts.setup.test_tasks)
     obs_space = env.observation_space(env_params)

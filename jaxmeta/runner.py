@@ -68,14 +68,20 @@ def over_seeds(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
     return jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
 
 
-def _seeded_algo(cfg: RunConfig) -> tuple[Any, Mesh, NamedSharding, jax.Array, jax.Array]:
-    """The method, the seed mesh and sharding, and per-seed training and evaluation keys."""
+def _seeded_algo(cfg: RunConfig) -> tuple[Any, Mesh, NamedSharding, jax.Array]:
+    """The method, the seed mesh and sharding, and the per-seed training keys."""
     algo = algos.REGISTRY[cfg.algo.name].make(cfg)
     mesh = seed_mesh(cfg.seeds)
     sharding = NamedSharding(mesh, PartitionSpec("seeds"))
     seed_keys = jnp.stack([jax.random.PRNGKey(cfg.seed + i) for i in range(cfg.seeds)])
+    return algo, mesh, sharding, seed_keys
+
+
+def eval_keys(cfg: RunConfig, update: int) -> jax.Array:
+    """The per-seed keys ``[seeds]`` a run evaluates with at ``update``: the same settings and keys
+    reproduce that evaluation exactly (e.g. to look into it further)."""
     eval_base_keys = jnp.stack([jax.random.PRNGKey(cfg.seed + i + EVAL_KEY_OFFSET) for i in range(cfg.seeds)])
-    return algo, mesh, sharding, seed_keys, eval_base_keys
+    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_base_keys, update)
 
 
 def run(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
@@ -85,7 +91,7 @@ def run(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
     is_writer = jax.process_index() == 0
     t_start = time.perf_counter()
 
-    algo, mesh, sharding, seed_keys, eval_base_keys = _seeded_algo(cfg)
+    algo, mesh, sharding, seed_keys = _seeded_algo(cfg)
 
     init_fn = jax.jit(over_seeds(algo.init, mesh), out_shardings=sharding)
     state = init_fn(jax.device_put(seed_keys, sharding))
@@ -99,7 +105,7 @@ def run(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
     )
     eval_fn = (
         jax.jit(over_seeds(algo.evaluate, mesh), in_shardings=sharding, out_shardings=sharding)
-        .lower(state, jax.device_put(eval_base_keys, sharding))
+        .lower(state, jax.device_put(eval_keys(cfg, 0), sharding))
         .compile()
     )
     compile_s = time.perf_counter() - t_compile
@@ -116,7 +122,7 @@ def run(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
         _truncate_metrics(metrics_path, start_update)
 
     def eval_at(state: Any, update: int) -> dict[str, np.ndarray]:
-        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_base_keys, update)
+        keys = eval_keys(cfg, update)
         return _to_host(eval_fn(state, jax.device_put(keys, sharding)))
 
     last_eval: dict[str, np.ndarray] | None = None
@@ -201,7 +207,7 @@ def evaluate_checkpoint(cfg: RunConfig, update: int | None = None) -> dict[str, 
     if update is None or not (run_dir / "checkpoints" / str(update)).is_dir():
         raise ConfigError(f"no checkpoint{'' if update is None else f' at update {update}'} in {run_dir}")
     t_start = time.perf_counter()
-    algo, mesh, sharding, seed_keys, eval_base_keys = _seeded_algo(cfg)
+    algo, mesh, sharding, seed_keys = _seeded_algo(cfg)
     # The state's structure and shardings, without computing it.
     shapes = jax.eval_shape(over_seeds(algo.init, mesh), seed_keys)
     target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
@@ -210,7 +216,7 @@ def evaluate_checkpoint(cfg: RunConfig, update: int | None = None) -> dict[str, 
         state = checkpoints.restore(update, args=_ocp().args.StandardRestore(target))
     finally:
         checkpoints.close()
-    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_base_keys, update)
+    keys = eval_keys(cfg, update)
     eval_fn = jax.jit(over_seeds(algo.evaluate, mesh), in_shardings=sharding, out_shardings=sharding)
     t_compile = time.perf_counter()
     compiled = eval_fn.lower(state, jax.device_put(keys, sharding)).compile()

@@ -129,6 +129,7 @@ class Parts(NamedTuple):
     empty_window: Window
     trial_logits: Any  # (params, one trial's data, memory) -> [T, A]
     collect: Any  # state -> (data, episodes, pool): training trials, expert labels in data.extras
+    evaluation_trials: Any  # (params, key) -> (returns [K, M], success [K, M], banks): the test protocol
 
 
 def make(cfg: Any) -> Algo:
@@ -308,20 +309,29 @@ def make_parts(cfg: Any) -> Parts:
         }
         return TrainState(params, opt_state, bank, key, state.update_step + 1), metrics
 
-    def evaluate(state: TrainState, key: jax.Array) -> Metrics:
-        """Held-out tasks, empty banks; after each failed episode its last L steps join the bank."""
-        returns, success, bank = run_episodes_with_failure_bank(
+    def evaluation_trials(
+        params: Any, key: jax.Array
+    ) -> tuple[jax.Array, jax.Array, failure_bank.FailureBank]:
+        """The test protocol on the held-out tasks: ``(returns [K, M], success [K, M], final FailureBank)``.
+
+        Banks start empty; after each failed episode its last L steps join its task's bank.
+        """
+        return run_episodes_with_failure_bank(
             env,
             env_params,
             greedy_policy if cfg.eval.greedy else sample_policy,
-            state.params,
+            params,
             empty_window,
             test_tasks,
             key,
             cfg.eval.episodes,
             failure_bank.init(num_test, capacity, length, step_example),
-            lambda bank: encode(state.params, bank),
+            lambda bank: encode(params, bank),
         )
+
+    def evaluate(state: TrainState, key: jax.Array) -> Metrics:
+        """Held-out tasks, empty banks; after each failed episode its last L steps join the bank."""
+        returns, success, bank = evaluation_trials(state.params, key)
         mean_returns = returns.mean(axis=1)  # [K]
         return {
             "eval/episode_return": mean_returns,
@@ -332,5 +342,14 @@ def make_parts(cfg: Any) -> Parts:
 
     algo = Algo("failure_replay", init, update, evaluate)
     return Parts(
-        algo, network, setup, encode, sample_policy, greedy_policy, empty_window, trial_logits, collect
+        algo,
+        network,
+        setup,
+        encode,
+        sample_policy,
+        greedy_policy,
+        empty_window,
+        trial_logits,
+        collect,
+        evaluation_trials,
     )
