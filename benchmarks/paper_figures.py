@@ -53,7 +53,10 @@ FIG2 = {
     ],
 }
 # Runs beyond the paper's settings, listed in the table only.
-EXTRA = [("memory_x2_tasks4000", "Memory, 4000 training tasks")]
+EXTRA = {
+    2: [("memory_x2_tasks4000", "Memory, 4000 training tasks")],
+    3: [("memory_x3_tasks6000", "Memory, 6000 training tasks")],
+}
 FIG3_LENGTH = [
     ("memory_x3", "L=1"),
     ("memory_x3_L2", "L=2"),
@@ -157,7 +160,7 @@ def results_table(runs: Path) -> str:
         "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     seen = set()
-    for name, label in [*FIG2[2], *EXTRA, *FIG2[3], *FIG3_LENGTH, *FIG3_RESET]:
+    for name, label in [*FIG2[2], *EXTRA[2], *FIG2[3], *EXTRA[3], *FIG3_LENGTH, *FIG3_RESET]:
         if name in seen:
             continue
         seen.add(name)
