@@ -28,3 +28,16 @@ def tiny_config(algo_name: str, run_dir: str, updates: int, *overrides: str):
             *overrides,
         ],
     )
+
+
+# The memory agent's (failure_replay) network and trial sizes for tiny runs.
+TINY_MEMORY_AGENT = (
+    "env.max_steps_in_episode=10",
+    "trial.num_steps=24",
+    "algo.features=16",
+    "algo.num_heads=2",
+    "algo.hidden=16",
+    "algo.temporal_window=4",
+    "algo.max_episodes_per_trial=8",
+    "algo.tasks_per_update=5",
+)

@@ -9,7 +9,7 @@ import random
 
 import numpy as np
 import pytest
-from helpers import tiny_config
+from helpers import TINY_MEMORY_AGENT, tiny_config
 
 from benchmarks import failure_analysis, paper_figures
 from jaxmeta import runner
@@ -100,14 +100,7 @@ def trained_runs(tmp_path_factory):
         str(runs / "memory_x2"),
         4,
         "env.size=5",
-        "env.max_steps_in_episode=10",
-        "trial.num_steps=24",
-        "algo.features=16",
-        "algo.num_heads=2",
-        "algo.hidden=16",
-        "algo.temporal_window=4",
-        "algo.max_episodes_per_trial=8",
-        "algo.tasks_per_update=5",
+        *TINY_MEMORY_AGENT,
         "eval.episodes=3",
         "algo.bank_capacity=4",
     )

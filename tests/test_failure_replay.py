@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import tiny_config
+from helpers import TINY_MEMORY_AGENT, tiny_config
 
 import envs_jax
 from envs_jax.gridworld import EnvState
@@ -26,16 +26,9 @@ def small_config(run_dir="/tmp/unused", *extra):
         12,
         f"env.size={W}",
         f"env.num_colors={C}",
-        "env.max_steps_in_episode=10",
-        "trial.num_steps=24",
         f"algo.bank_capacity={N}",
         f"algo.bank_length={L}",
-        "algo.features=16",
-        "algo.num_heads=2",
-        "algo.hidden=16",
-        "algo.temporal_window=4",
-        "algo.max_episodes_per_trial=8",
-        "algo.tasks_per_update=5",
+        *TINY_MEMORY_AGENT,
         *extra,
     )
 
