@@ -25,8 +25,8 @@ def test_config_validates_and_names_its_run(path):
         ("memory_x3_nh_same", "memory_x3", {"name", "run_dir", "trial.reset_mode"}),
         ("memory_x3_lh_same", "memory_x3", {"name", "run_dir", "trial.reset_mode", "trial.num_steps"}),
         ("snail_x3_lh", "snail_x3", {"name", "run_dir", "trial.num_steps", "algo.context"}),
-        ("memory_x2_tasks4000", "memory_x2", {"name", "run_dir", "algo.num_train_tasks"}),
-        ("memory_x3_tasks6000", "memory_x3", {"name", "run_dir", "algo.num_train_tasks"}),
+        ("memory_x2_tasks4000", "memory_x2", {"name", "run_dir", "algo.num_train_tasks", "num_updates"}),
+        ("memory_x3_tasks6000", "memory_x3", {"name", "run_dir", "algo.num_train_tasks", "num_updates"}),
     ],
 )
 def test_ablation_changes_only_its_factor(name, base, changed):
