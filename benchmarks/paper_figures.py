@@ -54,8 +54,8 @@ FIG2 = {
 }
 # Runs beyond the paper's settings, listed in the table only.
 EXTRA = {
-    2: [("memory_x2_tasks4000", "Memory, 4000 training tasks")],
-    3: [("memory_x3_tasks6000", "Memory, 6000 training tasks")],
+    2: [("memory_x2_tasks4000", "Memory, 4000 training tasks, 1600 updates")],
+    3: [("memory_x3_tasks6000", "Memory, 6000 training tasks, 1600 updates")],
 }
 FIG3_LENGTH = [
     ("memory_x3", "L=1"),
@@ -110,16 +110,25 @@ def load_run(runs: Path, name: str) -> dict[str, Any] | None:
     return summary
 
 
-def per_episode(ax: Any, runs: Path, entries: list[tuple[str, str]], num_blocks: int, title: str) -> None:
+def per_episode(
+    ax: Any,
+    runs: Path,
+    entries: list[tuple[str, str]],
+    num_blocks: int,
+    title: str,
+    extra: list[tuple[str, str]] = (),
+) -> None:
+    """Return per episode index; ``extra`` runs (beyond the paper's settings) are drawn dotted."""
     optimum = None
-    for i, (name, label) in enumerate(entries):
+    for i, (name, label) in enumerate([*entries, *extra]):
         run = load_run(runs, name)
         if run is None:
             continue
         ev = run["eval"]["episode_return"]
         mean, std = np.array(ev["mean"]), np.array(ev["std"])
         x = np.arange(1, len(mean) + 1)
-        ax.plot(x, mean, marker="o", color=f"C{i}", label=f"{label} ({run['seeds']} seeds)")
+        style = {"marker": "o"} if i < len(entries) else {"marker": "s", "linestyle": ":"}
+        ax.plot(x, mean, color=f"C{i}", label=f"{label} ({run['seeds']} seeds)", **style)
         ax.fill_between(x, mean - std, mean + std, color=f"C{i}", alpha=0.2, linewidth=0)
         optimum = run["optimal_episode_return"]
     if optimum is None:
@@ -153,6 +162,14 @@ def curves(ax: Any, runs: Path, entries: list[tuple[str, str]], title: str) -> N
         ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center", color="gray")
 
 
+def wall_time(run: dict[str, Any]) -> str:
+    """The run's wall time; a resumed run's summary covers only its last part, and says so."""
+    text = f"{run['wall_time_s'] / 60:.1f} min"
+    if run.get("updates_run", run["num_updates"]) < run["num_updates"]:
+        text += f" (the last {run['updates_run']} of {run['num_updates']} updates; resumed)"
+    return text
+
+
 def results_table(runs: Path) -> str:
     lines = [
         "| run (config) | method | X | episode 1..5 return, mean ± std over seeds | total | optimum "
@@ -176,7 +193,7 @@ def results_table(runs: Path) -> str:
         lines.append(
             f"| `configs/{name}.yaml` | {label} | {run['num_blocks']} | {per} | {total:.2f}±{total_std:.2f} "
             f"| {optimum:.2f} | {100 * total / optimum:.0f}% | {run['seeds']} "
-            f"| {run['wall_time_s'] / 60:.1f} min |"
+            f"| {wall_time(run)} |"
         )
     return "\n".join(lines)
 
@@ -193,7 +210,8 @@ def main(argv: list[str] | None = None) -> None:
 
     for x in (2, 3):
         fig, ax = plt.subplots(figsize=(5.2, 3.8))
-        per_episode(ax, runs, FIG2[x], x, f"Gridworld, X={x} ({x - 1} trap{'s' if x > 2 else ''})")
+        title = f"Gridworld, X={x} ({x - 1} trap{'s' if x > 2 else ''})"
+        per_episode(ax, runs, FIG2[x], x, title, extra=EXTRA[x])
         fig.tight_layout()
         fig.savefig(figures / f"fig2_x{x}.png", dpi=120)
         plt.close(fig)
