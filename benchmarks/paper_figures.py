@@ -54,7 +54,10 @@ FIG2 = {
 }
 # Runs beyond the paper's settings, listed in the table only.
 EXTRA = {
-    2: [("memory_x2_tasks4000", "Memory, 4000 training tasks, 1600 updates")],
+    2: [
+        ("memory_x2_tasks4000", "Memory, 4000 training tasks, 1600 updates"),
+        ("memory_temporal_x2_tasks4000", "Memory + Temporal, 4000 training tasks, 1600 updates"),
+    ],
     3: [("memory_x3_tasks6000", "Memory, 6000 training tasks, 1600 updates")],
 }
 FIG3_LENGTH = [
