@@ -52,7 +52,7 @@ FIG2 = {
         ("ppo_finetune_x3", "PPO finetune"),
     ],
 }
-# Runs beyond the paper's settings, listed in the table only.
+# Runs beyond the paper's settings: in the table, and drawn dotted in Fig. 2 in their method's colour.
 EXTRA = {
     2: [
         ("memory_x2_tasks4000", "Memory, 4000 training tasks, 1600 updates"),
@@ -123,6 +123,7 @@ def per_episode(
 ) -> None:
     """Return per episode index; ``extra`` runs (beyond the paper's settings) are drawn dotted."""
     optimum = None
+    method_labels = [label for _, label in entries]
     for i, (name, label) in enumerate([*entries, *extra]):
         run = load_run(runs, name)
         if run is None:
@@ -131,8 +132,11 @@ def per_episode(
         mean, std = np.array(ev["mean"]), np.array(ev["std"])
         x = np.arange(1, len(mean) + 1)
         style = {"marker": "o"} if i < len(entries) else {"marker": "s", "linestyle": ":"}
-        ax.plot(x, mean, color=f"C{i}", label=f"{label} ({run['seeds']} seeds)", **style)
-        ax.fill_between(x, mean - std, mean + std, color=f"C{i}", alpha=0.2, linewidth=0)
+        # An extra run ("Memory, 4000 training tasks, ...") takes its method's colour.
+        method = label.split(",")[0]
+        color = f"C{method_labels.index(method) if method in method_labels else i}"
+        ax.plot(x, mean, color=color, label=f"{label} ({run['seeds']} seeds)", **style)
+        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
         optimum = run["optimal_episode_return"]
     if optimum is None:
         optimum = envs_jax.optimal_returns(num_blocks, 5).tolist()
