@@ -58,7 +58,10 @@ EXTRA = {
         ("memory_x2_tasks4000", "Memory, 4000 training tasks, 1600 updates"),
         ("memory_temporal_x2_tasks4000", "Memory + Temporal, 4000 training tasks, 1600 updates"),
     ],
-    3: [("memory_x3_tasks6000", "Memory, 6000 training tasks, 1600 updates")],
+    3: [
+        ("memory_x3_tasks6000", "Memory, 6000 training tasks, 1600 updates"),
+        ("memory_temporal_x3_tasks6000", "Memory + Temporal, 6000 training tasks, 1600 updates"),
+    ],
 }
 FIG3_LENGTH = [
     ("memory_x3", "L=1"),

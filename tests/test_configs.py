@@ -32,6 +32,11 @@ def test_config_validates_and_names_its_run(path):
             "memory_x2_tasks4000",
             {"name", "run_dir", "algo.temporal"},
         ),
+        (
+            "memory_temporal_x3_tasks6000",
+            "memory_x3_tasks6000",
+            {"name", "run_dir", "algo.temporal"},
+        ),
     ],
 )
 def test_ablation_changes_only_its_factor(name, base, changed):
