@@ -182,6 +182,7 @@ def test_padding_is_zero_padding(agent):
 
 BLOCK_LIST = BLOCKS.strip("[]").split(",")
 WIDTH = 9 + 2 * 4 * 8 + 2 * 8  # the stack's output for 9 input channels
+WINDOW_WIDTH = WIDTH + 2 * (8 + 8)  # ... then a key and a value (8 each) per attention block
 
 
 @jax.jit
@@ -189,7 +190,7 @@ def step_through(params, x, valid):
     """``SNAIL.step`` position by position along axis -2 over a window of ``CONTEXT`` positions
     (as the policy's), from an empty one."""
     window = (
-        jnp.zeros((*x.shape[:-2], CONTEXT, WIDTH)),
+        jnp.zeros((*x.shape[:-2], CONTEXT, WINDOW_WIDTH)),
         jnp.zeros((*x.shape[:-2], CONTEXT), bool),
         jnp.int32(CONTEXT - 1),
     )
@@ -216,6 +217,7 @@ def test_stepping_equals_the_whole_sequence(agent):
     whole = np.asarray(apply_stack(params, x, valid))
     stepped = np.asarray(step_through(params, x, valid))
     assert stepped.shape == whole.shape == (3, CONTEXT, WIDTH)
+    assert (STACK.output_width(9), STACK.window_width(9)) == (WIDTH, WINDOW_WIDTH)
     np.testing.assert_allclose(stepped, whole, atol=1e-5)
     assert np.all(stepped[~np.asarray(valid)] == 0.0)
 

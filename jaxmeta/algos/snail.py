@@ -20,8 +20,9 @@ behaviour cloning (cross-entropy, Adam, gradient clipping). The stack runs
 once over each recorded trial with causal masks.
 
 Acting: the policy carry holds the stack's final features of the last
-``context`` steps (a ring buffer) and their validity; each step computes the new
-step's features only, reading the earlier ones from that window
+``context`` steps and their attention keys and values (a ring buffer), and
+their validity; each step computes the new step's features only, reading the
+earlier ones from that window
 (:meth:`jaxmeta.nets.snail.SNAIL.step`), and the head reads them. Padding is
 exactly zero in every layer, so while the trial has at most ``context`` steps
 (training, since ``context >= trial.num_steps`` is required) acting and
@@ -97,7 +98,8 @@ def validate_config(cfg: Any) -> None:
 
 @struct.dataclass
 class Window:
-    """The policy's carry while acting: the final stack features of the last ``context`` steps."""
+    """The policy's carry while acting: the window of the last ``context`` steps (their final stack
+    features, then their attention keys and values; see :meth:`jaxmeta.nets.snail.SNAIL.step`)."""
 
     features: jax.Array  # SnailPolicy.window_shape, a ring buffer, zero where invalid
     valid: jax.Array  # [context] bool

@@ -23,20 +23,22 @@ exactly as the zero padding before the start of a sequence.
 
 Acting one step at a time (:meth:`SNAIL.step`): every block outputs
 ``[input, new channels]``, so the input of every layer at a position is a
-prefix of the stack's final features there. Given a window of the final
-features of the last positions (a ring buffer, zero where invalid), a new
-position needs only its own pass: a dense block reads its input ``d`` steps
-back from the window, an attention block attends to the window's positions and
-the new one (keys and values are linear in the features, so it works on the
-window directly); the new position's features then replace the oldest ones.
-Stepping through a sequence no longer than the window gives exactly what
-:meth:`SNAIL.__call__` gives on the whole sequence.
+prefix of the stack's final features there. The window (a ring buffer over
+the last positions, zero where invalid) keeps per position its final features
+followed by each attention block's key and value there
+(:meth:`SNAIL.window_width` channels). A new position needs only its own pass:
+a dense block reads its input ``d`` steps back from the window, an attention
+block attends to the keys and values of the window's positions and its own
+(only ``key_size + value_size`` channels per position are read: acting is
+bound by reading the window, not by arithmetic); the new position's row then
+replaces the oldest one. Stepping through a sequence no longer than the window
+gives exactly what :meth:`SNAIL.__call__` gives on the whole sequence.
 
 :class:`SnailPolicy` adds the RL parts: a step token
 ``[Phi(o_t, a_{t-1}, r_{t-1}), episode_start_t]`` per step and an MLP head from
-the stack's features to action logits. It acts over a window of the final
-features of the last ``context`` positions (the new one included). In longer
-sequences each position keeps the features computed when it was the newest
+the stack's features to action logits. It acts over a window of the last
+``context`` positions (the new one included). In longer sequences each
+position keeps the features, keys and values computed when it was the newest
 (as Transformer-XL's memory): attention reads the last ``context`` positions
 and a dense block its input at most ``context - 1`` steps back, but those
 features summarise what came before them, so steps older than the window still
@@ -65,6 +67,23 @@ def dilations(seq_len: int) -> tuple[int, ...]:
     ``n = max(1, ceil(log2 seq_len))``."""
     count = max(1, (seq_len - 1).bit_length())
     return tuple(2**i for i in range(count))
+
+
+def output_width(in_channels: int, seq_len: int, blocks: Sequence[str], filters: int, value_size: int) -> int:
+    """Channels of a :class:`SNAIL` stack's output for ``in_channels`` input channels."""
+    growth = {"tc": len(dilations(seq_len)) * filters, "attention": value_size}
+    return in_channels + sum(growth[kind] for kind in blocks)
+
+
+def window_width(
+    in_channels: int, seq_len: int, blocks: Sequence[str], filters: int, key_size: int, value_size: int
+) -> int:
+    """Channels of a row of the acting window: the stack's output, then each attention block's
+    key and value."""
+    attention_blocks = sum(kind == "attention" for kind in blocks)
+    return output_width(in_channels, seq_len, blocks, filters, value_size) + attention_blocks * (
+        key_size + value_size
+    )
 
 
 def causal_shift(x: jax.Array, shift: int) -> jax.Array:
@@ -96,10 +115,11 @@ def _cached_input(
 # Every block takes either a whole sequence or one new position:
 #   cache None: x [..., L, C] (zero where invalid), valid [..., L];
 #   cache given: x [..., C] the new position's input, valid [...] its validity, and
-#     cache [..., M, C_final >= C], cache_valid [..., M]: a ring buffer of the stack's final
-#     features of positions before it (zero where invalid), whose first C channels are the
-#     block's input there; the one just before is at index `newest` (an int), the one d steps
-#     back at (newest + 1 - d) mod M.
+#     cache_valid [..., M] the validity of the M positions before it (a ring buffer whose newest
+#     entry is at index `newest`, an int; the one d steps back at (newest + 1 - d) mod M), with
+#     a TC block: cache [..., M, width > C], the window's rows there (zero where invalid), whose
+#       first C channels are the block's input (a row starts with the stack's final features);
+#     an attention block: cache_kv [..., M, key_size + value_size], its keys and values there.
 # Both share the same parameters.
 
 
@@ -158,10 +178,9 @@ class TCBlock(nn.Module):
 class AttentionBlock(nn.Module):
     """Single-head causal soft attention over the valid steps so far, concatenated to the input.
 
-    For one new position the cached positions' keys and values are not formed:
-    with ``k_j = f_j W_k + b_k`` and ``v_j = f_j W_v + b_v`` (``f_j`` the cached
-    input), ``q . k_j = f_j . (W_k q) + q . b_k`` and
-    ``sum_j w_j v_j = (sum_j w_j f_j) W_v + (sum_j w_j) b_v``.
+    For one new position (``cache_kv`` given) it attends to the cached keys and
+    values and its own, and also returns its own ``[key, value]`` (zero if
+    invalid) for the window.
     """
 
     key_size: int
@@ -172,13 +191,13 @@ class AttentionBlock(nn.Module):
         self,
         x: jax.Array,
         valid: jax.Array,
-        cache: jax.Array | None = None,
+        cache_kv: jax.Array | None = None,
         cache_valid: jax.Array | None = None,
-    ) -> jax.Array:
+    ) -> jax.Array | tuple[jax.Array, jax.Array]:
         dense = nn.Dense(2 * self.key_size + self.value_size, name="query_key_value")
         query, keys, values = jnp.split(dense(x), [self.key_size, 2 * self.key_size], axis=-1)
         scale = 1.0 / math.sqrt(self.key_size)
-        if cache is None:
+        if cache_kv is None:
             length = x.shape[-2]
             scores = query @ jnp.swapaxes(keys, -1, -2) * scale  # [..., L(query), L(key)]
             allowed = jnp.tril(jnp.ones((length, length), bool)) & valid[..., None, :]
@@ -187,35 +206,25 @@ class AttentionBlock(nn.Module):
             weights = jax.nn.softmax(jnp.where(allowed, scores, -1e30), axis=-1)
             return jnp.concatenate([x, _zero_invalid(weights @ values, valid)], axis=-1)
         # One new position: keys are the cached positions (in any order), then itself.
-        kernel, bias = dense.variables["params"]["kernel"], dense.variables["params"]["bias"]
-        # Zero rows for the cached channels past this block's input: no slice of the cache.
-        kernel = jnp.pad(kernel, ((0, cache.shape[-1] - x.shape[-1]), (0, 0)))
-        key_kernel, value_kernel = (
-            kernel[:, self.key_size : 2 * self.key_size],
-            kernel[:, 2 * self.key_size :],
-        )
-        key_bias, value_bias = bias[self.key_size : 2 * self.key_size], bias[2 * self.key_size :]
-        past_scores = (
-            jnp.einsum("...mc,...c->...m", cache, query @ key_kernel.T) + (query @ key_bias)[..., None]
-        )
+        past_keys, past_values = jnp.split(cache_kv, [self.key_size], axis=-1)
+        past_scores = jnp.einsum("...mk,...k->...m", past_keys, query)
         own_score = jnp.sum(query * keys, axis=-1, keepdims=True)
         scores = jnp.concatenate([past_scores, own_score], axis=-1) * scale
         allowed = jnp.concatenate([cache_valid, jnp.ones((*cache_valid.shape[:-1], 1), bool)], axis=-1)
         weights = jax.nn.softmax(jnp.where(allowed, scores, -1e30), axis=-1)
         past_weights, own_weight = weights[..., :-1], weights[..., -1:]
-        read = (
-            jnp.einsum("...m,...mc->...c", past_weights, cache) @ value_kernel
-            + past_weights.sum(-1, keepdims=True) * value_bias
-            + own_weight * values
-        )
-        return jnp.concatenate([x, _zero_invalid(read, valid)], axis=-1)
+        read = jnp.einsum("...m,...mv->...v", past_weights, past_values) + own_weight * values
+        own_kv = _zero_invalid(jnp.concatenate([keys, values], axis=-1), valid)
+        return jnp.concatenate([x, _zero_invalid(read, valid)], axis=-1), own_kv
 
 
 class SNAIL(nn.Module):
     """A stack of TC and attention blocks (``blocks``, names from :data:`BLOCK_KINDS`).
 
     ``x [..., L, C] -> [..., L, C + growth]``, causal along ``L``; invalid
-    steps are zero in the input and in every block's output.
+    steps are zero in the input and in every block's output. With a ``cache``
+    (one new position, see :meth:`step`) it returns the new position's output
+    ``[..., C + growth]`` and its attention blocks' keys and values.
     """
 
     seq_len: int
@@ -232,16 +241,39 @@ class SNAIL(nn.Module):
         cache: jax.Array | None = None,
         cache_valid: jax.Array | None = None,
         newest: jax.Array | None = None,
-    ) -> jax.Array:
+    ) -> jax.Array | tuple[jax.Array, jax.Array]:
         x = _zero_invalid(x, valid)
+        kv_size = self.key_size + self.value_size
+        if cache is not None:  # the window's rows: final features, then keys and values
+            kv_start = self.output_width(x.shape[-1])
+            assert cache.shape[-1] == self.window_width(x.shape[-1]), "window of the wrong width"
+        own_kvs = []
         for kind in self.blocks:
             if kind == "tc":
                 x = TCBlock(self.seq_len, self.filters)(x, valid, cache, cache_valid, newest)
             elif kind == "attention":
-                x = AttentionBlock(self.key_size, self.value_size)(x, valid, cache, cache_valid)
+                attention = AttentionBlock(self.key_size, self.value_size)
+                if cache is None:
+                    x = attention(x, valid)
+                else:
+                    start = kv_start + len(own_kvs) * kv_size
+                    x, own_kv = attention(x, valid, cache[..., start : start + kv_size], cache_valid)
+                    own_kvs.append(own_kv)
             else:
                 raise ValueError(f"unknown SNAIL block {kind!r}; allowed: {', '.join(BLOCK_KINDS)}")
-        return x
+        if cache is None:
+            return x
+        return x, jnp.concatenate(own_kvs, axis=-1) if own_kvs else x[..., :0]
+
+    def output_width(self, in_channels: int) -> int:
+        """Channels of the output for ``in_channels`` input channels."""
+        return output_width(in_channels, self.seq_len, self.blocks, self.filters, self.value_size)
+
+    def window_width(self, in_channels: int) -> int:
+        """Channels of a row of the acting window (:meth:`step`) for ``in_channels`` input channels."""
+        return window_width(
+            in_channels, self.seq_len, self.blocks, self.filters, self.key_size, self.value_size
+        )
 
     def step(
         self,
@@ -251,19 +283,20 @@ class SNAIL(nn.Module):
         newest: jax.Array,
         valid: jax.Array | bool = True,
     ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-        """One new position with input ``x [..., C]``, over a window of the outputs of the
-        last ``W`` positions: ``window [..., W, C + growth]`` (zero where invalid) and
-        ``window_valid [..., W]``, a ring buffer whose newest entry is at index ``newest``
-        (an int). The new position takes the oldest one's place: it reads the ``W - 1`` others
-        (attention sees ``W`` positions with itself). Returns its output ``[..., C + growth]``
-        and the window ``(window, window_valid, newest)`` with it in. Stepping through a
-        sequence of at most ``W`` positions from an empty window gives :meth:`__call__`'s
-        outputs."""
+        """One new position with input ``x [..., C]``, over a window of the last ``W``
+        positions: ``window [..., W, window_width(C)]`` (each row the position's output, then
+        its attention blocks' keys and values; zero where invalid) and ``window_valid [..., W]``,
+        a ring buffer whose newest entry is at index ``newest`` (an int). The new position
+        takes the oldest one's place: it reads the ``W - 1`` others (attention sees ``W``
+        positions with itself). Returns its output ``[..., C + growth]`` and the window
+        ``(window, window_valid, newest)`` with it in. Stepping through a sequence of at most
+        ``W`` positions from an empty (all-zero) window gives :meth:`__call__`'s outputs."""
         valid = jnp.broadcast_to(jnp.asarray(valid, bool), x.shape[:-1])
         slot = (newest + 1) % window.shape[-2]  # the oldest entry, leaving the window
         window_valid = window_valid.at[..., slot].set(False)
-        out = self(x, valid, window, window_valid, newest)
-        return out, window.at[..., slot, :].set(out), window_valid.at[..., slot].set(valid), slot
+        out, own_kv = self(x, valid, window, window_valid, newest)
+        row = jnp.concatenate([out, own_kv], axis=-1)
+        return out, window.at[..., slot, :].set(row), window_valid.at[..., slot].set(valid), slot
 
 
 class SnailPolicy(nn.Module):
@@ -294,9 +327,11 @@ class SnailPolicy(nn.Module):
 
     @property
     def window_shape(self) -> tuple[int, int]:
-        """The acting window of final stack features: ``(context, channels)``."""
-        growth = {"tc": len(dilations(self.context)) * self.filters, "attention": self.value_size}
-        return self.context, self.features + 1 + sum(growth[kind] for kind in self.blocks)
+        """The acting window (:meth:`SNAIL.step`): ``(context, channels)``."""
+        width = window_width(
+            self.features + 1, self.context, self.blocks, self.filters, self.key_size, self.value_size
+        )
+        return self.context, width
 
     def token(
         self, obs: jax.Array, prev_action: jax.Array, prev_reward: jax.Array, episode_start: jax.Array
@@ -312,8 +347,8 @@ class SnailPolicy(nn.Module):
     def step_logits(
         self, token: jax.Array, window: jax.Array, window_valid: jax.Array, newest: jax.Array
     ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-        """One acting step: ``token [..., features + 1]`` and the window of the final stack
-        features of the last ``context`` positions (``window [..., *window_shape]``,
+        """One acting step: ``token [..., features + 1]`` and the window of the last
+        ``context`` positions (``window [..., *window_shape]``,
         ``window_valid [..., context]``, a ring buffer with the newest at ``newest``; see
         :meth:`SNAIL.step`) -> the new position's logits ``[..., A]`` and the window with it
         in place of the oldest."""
