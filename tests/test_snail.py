@@ -222,6 +222,13 @@ def test_stepping_equals_the_whole_sequence(agent):
     assert np.all(stepped[~np.asarray(valid)] == 0.0)
 
 
+def test_a_window_of_the_wrong_width_is_refused(agent):
+    params = stack_params(agent)
+    window = (jnp.zeros((CONTEXT, WIDTH)), jnp.zeros((CONTEXT,), bool), jnp.int32(CONTEXT - 1))
+    with pytest.raises(ValueError, match=f"needs window_width\\(9\\) = {WINDOW_WIDTH}"):
+        STACK.apply(params, jnp.zeros(9), *window, method=SNAIL.step)
+
+
 def numpy_banded_stack(params, x, band):
     """The stack over a whole sequence in numpy, attention reading the last ``band`` positions."""
     params = jax.tree.map(lambda p: np.asarray(p, np.float64), params["params"])

@@ -246,7 +246,11 @@ class SNAIL(nn.Module):
         kv_size = self.key_size + self.value_size
         if cache is not None:  # the window's rows: final features, then keys and values
             kv_start = self.output_width(x.shape[-1])
-            assert cache.shape[-1] == self.window_width(x.shape[-1]), "window of the wrong width"
+            if cache.shape[-1] != self.window_width(x.shape[-1]):
+                raise ValueError(
+                    f"the window has {cache.shape[-1]} channels; for {x.shape[-1]} input channels "
+                    f"it needs window_width({x.shape[-1]}) = {self.window_width(x.shape[-1])}"
+                )
         own_kvs = []
         for kind in self.blocks:
             if kind == "tc":
