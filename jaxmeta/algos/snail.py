@@ -101,7 +101,7 @@ class Window:
     """The policy's carry while acting: the window of the last ``context`` steps (their final stack
     features, then their attention keys and values; see :meth:`jaxmeta.nets.snail.SNAIL.step`)."""
 
-    features: jax.Array  # SnailPolicy.window_shape, a ring buffer, zero where invalid
+    rows: jax.Array  # SnailPolicy.window_shape: a ring buffer, zero where invalid
     valid: jax.Array  # [context] bool
     newest: jax.Array  # int32: index of the newest step in the ring
 
@@ -147,7 +147,7 @@ def make_parts(cfg: Any) -> Parts:
     obs_example = jnp.zeros(obs_space.shape, obs_space.dtype)
     test_tasks = jax.tree.map(lambda leaf: leaf[: cfg.eval.num_tasks], setup.test_tasks)
     empty_window = Window(
-        features=jnp.zeros(network.window_shape),
+        rows=jnp.zeros(network.window_shape),
         valid=jnp.zeros((context,), bool),
         newest=jnp.int32(context - 1),
     )
@@ -161,7 +161,7 @@ def make_parts(cfg: Any) -> Parts:
             params, inputs.obs, prev_action, prev_reward, inputs.episode_start, method=SnailPolicy.token
         )
         logits, *window = network.apply(
-            params, token, window.features, window.valid, window.newest, method=SnailPolicy.step_logits
+            params, token, window.rows, window.valid, window.newest, method=SnailPolicy.step_logits
         )
         return logits, Window(*window)
 
