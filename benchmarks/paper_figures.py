@@ -11,7 +11,9 @@ script reads the run directories that exist (``summary.json``,
   ``fig3c_reset.png``: the trajectory-length and reset-mode ablations (Fig. 3);
 * ``docs/results.md``: the table, with the config of every number and its wall time.
 
-Runs that do not exist yet are listed as such. ``--gif RUN_DIR`` also renders
+Runs that do not exist yet are listed as such; a run that has not finished
+(no ``summary.json``) is drawn dashed in the learning curves and listed with
+its last evaluated total. ``--gif RUN_DIR`` also renders
 one held-out trial of a trained memory agent to ``docs/figures/memory_trial.gif``.
 
     python benchmarks/paper_figures.py [--runs runs] [--out docs] [--gif runs/memory_x3]
@@ -30,13 +32,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import envs_jax  # noqa: E402
-from jaxmeta.plots import read_metrics  # noqa: E402
+from jaxmeta.plots import read_metrics, seed_curve  # noqa: E402
 
 FIG2 = {
     2: [
@@ -102,18 +105,30 @@ Figures: `docs/figures/fig2_x2.png`, `fig2_x3.png` (paper Fig. 2),
 
 
 def load_run(runs: Path, name: str) -> dict[str, Any] | None:
+    """A finished run's ``summary.json`` with its held-out learning curve; None if it has not finished."""
     run = runs / name
     if not (run / "summary.json").exists():
         return None
     summary = json.loads((run / "summary.json").read_text())
-    table = read_metrics(run / "metrics.jsonl")
-    curve = table["eval"].get("eval/total_return", {})
-    updates = sorted(curve)
-    values = (
-        np.array([[float(v) for v in curve[u].values()] for u in updates]) if updates else np.zeros((0, 1))
-    )
-    summary["curve"] = (np.array(updates), values.mean(1), values.std(1))
+    summary["curve"] = load_curve(run)
     return summary
+
+
+def load_curve(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(updates, mean, std)`` over seeds of the held-out total; None before the first evaluation."""
+    if not (run / "metrics.jsonl").exists():
+        return None
+    series = read_metrics(run / "metrics.jsonl")["eval"].get("eval/total_return")
+    return seed_curve(series) if series else None
+
+
+def unfinished(runs: Path, name: str) -> dict[str, Any] | None:
+    """What an unfinished run (no ``summary.json``) has evaluated so far; None if nothing."""
+    curve = load_curve(runs / name)
+    if curve is None:
+        return None
+    config = yaml.safe_load((runs / name / "config.yaml").read_text())
+    return {"curve": curve, "num_updates": config["num_updates"], "num_blocks": config["env"]["num_blocks"]}
 
 
 def per_episode(
@@ -157,10 +172,15 @@ def per_episode(
 def curves(ax: Any, runs: Path, entries: list[tuple[str, str]], title: str) -> None:
     for i, (name, label) in enumerate(entries):
         run = load_run(runs, name)
-        if run is None:
-            continue
+        style = {}
+        if run is None:  # still training (or stopped): draw what it has evaluated, dashed
+            run = unfinished(runs, name)
+            if run is None:
+                continue
+            label = f"{label} (unfinished: {run['curve'][0][-1]} of {run['num_updates']} updates)"
+            style = {"linestyle": "--"}
         updates, mean, std = run["curve"]
-        ax.plot(updates, mean, color=f"C{i}", label=label)
+        ax.plot(updates, mean, color=f"C{i}", label=label, **style)
         ax.fill_between(updates, mean - std, mean + std, color=f"C{i}", alpha=0.2, linewidth=0)
     ax.set_xlabel("update")
     ax.set_ylabel("held-out return, 5 episodes")
@@ -193,7 +213,16 @@ def results_table(runs: Path) -> str:
         seen.add(name)
         run = load_run(runs, name)
         if run is None:
-            lines.append(f"| `configs/{name}.yaml` | {label} | | not run yet | | | | | |")
+            partial = unfinished(runs, name)
+            if partial is None:
+                lines.append(f"| `configs/{name}.yaml` | {label} | | not run yet | | | | | |")
+            else:
+                updates, mean, std = partial["curve"]
+                lines.append(
+                    f"| `configs/{name}.yaml` | {label} | {partial['num_blocks']} "
+                    f"| unfinished: evaluated to update {updates[-1]} of {partial['num_updates']} "
+                    f"| {mean[-1]:.2f}±{std[-1]:.2f} (at update {updates[-1]}) | | | | |"
+                )
             continue
         ev = run["eval"]["episode_return"]
         per = ", ".join(f"{m:.2f}±{s:.2f}" for m, s in zip(ev["mean"], ev["std"], strict=True))

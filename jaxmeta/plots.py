@@ -34,7 +34,8 @@ def read_metrics(path: Path) -> dict[str, dict[str, dict[int, dict[int, Any]]]]:
     return table
 
 
-def _curve(series: dict[int, dict[int, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def seed_curve(series: dict[int, dict[int, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(updates, mean, std)`` over seeds of one metric of ``read_metrics``."""
     updates = np.array(sorted(series))
     values = np.array([[float(v) for v in series[u].values()] for u in updates])
     return updates, values.mean(1), values.std(1)
@@ -53,7 +54,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.4), squeeze=False)
     for ax, (key, title) in zip(axes[0], present, strict=True):
         series = table["train"].get(key) or table["eval"][key]
-        updates, mean, std = _curve(series)
+        updates, mean, std = seed_curve(series)
         ax.plot(updates, mean, color="C0")
         ax.fill_between(updates, mean - std, mean + std, color="C0", alpha=0.25, linewidth=0)
         if key == "eval/total_return":

@@ -6,7 +6,9 @@ bookkeeping; both scripts then run end to end on a tiny trained memory agent.
 
 import json
 import random
+import shutil
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from helpers import TINY_MEMORY_AGENT, tiny_config
@@ -138,3 +140,30 @@ def test_paper_figures_table_and_gif_from_run_directories(trained_runs):
     total = sum(summary["eval"]["episode_return"]["mean"])
     assert f"| {total:.2f}±0.00 |" in row  # one seed: no spread
     assert "| `configs/snail_x3.yaml` | SNAIL | | not run yet |" in table
+
+
+def test_paper_figures_draw_and_list_an_unfinished_run(trained_runs, tmp_path):
+    runs, _ = trained_runs
+    mine = tmp_path / "runs"
+    # The trained run as if stopped before its end (no summary.json yet), under a Fig. 3c name.
+    no_summary = shutil.ignore_patterns("summary.json")
+    shutil.copytree(runs / "memory_x2", mine / "memory_x3_lh_same", ignore=no_summary)
+    rows = [json.loads(line) for line in (runs / "memory_x2" / "metrics.jsonl").read_text().splitlines()]
+    last = max(row["update"] for row in rows if row["kind"] == "eval")
+    totals = [row["eval/total_return"] for row in rows if row["kind"] == "eval" and row["update"] == last]
+    expected = f"{sum(totals) / len(totals):.2f}±0.00 (at update {last})"  # one seed: no spread
+
+    table = paper_figures.results_table(mine)
+    row = next(line for line in table.splitlines() if "memory_x3_lh_same" in line)
+    assert f"unfinished: evaluated to update {last} of 4 | {expected}" in row
+    assert "| `configs/memory_x3_nh_same.yaml` | NH_RESET_SAME | | not run yet |" in table
+
+    fig, ax = plt.subplots()
+    paper_figures.curves(ax, mine, paper_figures.FIG3_RESET, "reset")
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    label = f"LH_RESET_SAME (unfinished: {last} of 4 updates)"
+    assert list(lines) == [label]  # the only Fig. 3c run in this directory
+    dashed = lines[label]
+    assert dashed.get_linestyle() == "--"
+    np.testing.assert_allclose(dashed.get_ydata()[-1], sum(totals) / len(totals), rtol=1e-6)
+    plt.close(fig)
