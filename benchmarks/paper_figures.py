@@ -179,6 +179,8 @@ def curves(ax: Any, runs: Path, entries: list[tuple[str, str]], title: str) -> N
                 continue
             label = f"{label} (unfinished: {run['curve'][0][-1]} of {run['num_updates']} updates)"
             style = {"linestyle": "--"}
+        if run["curve"] is None:  # a summary without evaluations in metrics.jsonl: nothing to draw
+            continue
         updates, mean, std = run["curve"]
         ax.plot(updates, mean, color=f"C{i}", label=label, **style)
         ax.fill_between(updates, mean - std, mean + std, color=f"C{i}", alpha=0.2, linewidth=0)
