@@ -64,6 +64,7 @@ EXTRA = {
     3: [
         ("memory_x3_tasks6000", "Memory, 6000 training tasks, 1600 updates"),
         ("memory_temporal_x3_tasks6000", "Memory + Temporal, 6000 training tasks, 1600 updates"),
+        ("snail_x3_tasks6000", "SNAIL, 6000 training tasks, 1600 updates"),
     ],
 }
 FIG3_LENGTH = [

@@ -27,6 +27,7 @@ def test_config_validates_and_names_its_run(path):
         ("snail_x3_lh", "snail_x3", {"name", "run_dir", "trial.num_steps", "algo.context"}),
         ("memory_x2_tasks4000", "memory_x2", {"name", "run_dir", "algo.num_train_tasks", "num_updates"}),
         ("memory_x3_tasks6000", "memory_x3", {"name", "run_dir", "algo.num_train_tasks", "num_updates"}),
+        ("snail_x3_tasks6000", "snail_x3", {"name", "run_dir", "algo.num_train_tasks", "num_updates"}),
         (
             "memory_temporal_x2_tasks4000",
             "memory_x2_tasks4000",
