@@ -1,61 +1,153 @@
 """Pure-JAX environments with the gymnax 1.x API and a meta-RL task interface.
 
-``make(env_id, **overrides) -> (env, params)`` mirrors ``gymnax.make``.
-Overrides name either a constructor argument (shape-defining, static) or a
-field of the environment's params (dynamic); anything else is a ``ValueError``
-naming the allowed keys.
+``make(env_id, **settings) -> (env, params)`` mirrors ``gymnax.make`` and
+serves this project's environments and every gymnax id; ``registered()``
+lists them. Settings name a constructor argument (static, shape-defining) or
+a field of the environment's params (dynamic); anything else is a
+``ValueError`` naming the allowed settings. ``make_task_sets`` draws the
+fixed, disjoint training and held-out task sets of an environment with the
+task interface (``sample_task``, ``reset_to_task``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
+import jax
 
+from envs_jax import tasks
 from envs_jax.gridworld import Gridworld, GridworldTask, make_task_set, optimal_returns
+from envs_jax.registry import EnvEntry, Setting, check_value, entry, register, registered
+from envs_jax.vector import VmapEnv, as_batched
 from envs_jax.wrappers import LegacyStepWrapper
 
-_REGISTRY: dict[str, Callable[..., Any]] = {"Gridworld-v0": Gridworld}
-_CONSTRUCTOR_KEYS: dict[str, tuple[str, ...]] = {
-    "Gridworld-v0": ("size", "num_blocks", "num_colors", "obs_mode"),
-}
 
+def make(env_id: str, **settings: Any) -> tuple[Any, Any]:
+    """Build a registered environment; returns ``(env, params)`` like ``gymnax.make``.
 
-def registered() -> list[str]:
-    """Ids accepted by :func:`make`."""
-    return sorted(_REGISTRY)
-
-
-def make(env_id: str, **overrides: Any) -> tuple[Any, Any]:
-    """Build a registered environment; returns ``(env, params)`` like ``gymnax.make``."""
-    if env_id not in _REGISTRY:
-        close = difflib.get_close_matches(env_id, registered(), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown env {env_id!r}{hint}; registered: {', '.join(registered())}")
-    ctor_keys = _CONSTRUCTOR_KEYS[env_id]
-    env = _REGISTRY[env_id](**{k: v for k, v in overrides.items() if k in ctor_keys})
+    ``settings`` are the environment's constructor arguments and params
+    fields (see ``envs_jax.entry(env_id).settings``); a value that is not
+    allowed raises a ``ValueError`` naming the setting and what is allowed.
+    """
+    spec = entry(env_id)
+    checked = {}
+    for name, value in settings.items():
+        if name not in spec.settings:
+            raise ValueError(spec.unknown_message(name))
+        checked[name] = check_value(env_id, name, spec.settings[name], value)
+    parts = spec.split(checked)
+    if parts["tasks"]:
+        name = next(iter(parts["tasks"]))
+        raise ValueError(
+            f"{name} is a setting of {env_id}'s task sets, not of the environment: "
+            "pass it to envs_jax.make_task_sets"
+        )
+    if spec.check is not None:
+        spec.check({**{k: s.default for k, s in spec.settings.items()}, **checked})
+    env = spec.build(**parts["constructor"])
     params = env.default_params
-    param_keys = tuple(f.name for f in dataclasses.fields(params))
-    unknown = [k for k in overrides if k not in ctor_keys and k not in param_keys]
-    if unknown:
-        allowed = ctor_keys + param_keys
-        raise ValueError(f"{env_id} has no setting {unknown[0]!r}; allowed: {', '.join(allowed)}")
-    param_overrides = {k: v for k, v in overrides.items() if k in param_keys}
-    for key, value in param_overrides.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
-    return env, params.replace(**{k: int(v) for k, v in param_overrides.items()})
+    if parts["params"]:
+        params = params.replace(**parts["params"])
+    return env, params
+
+
+def make_task_sets(
+    env_id: str, env: Any, params: Any, key: jax.Array, num_train: int, num_test: int, **task_settings: Any
+) -> tuple[Any, Any]:
+    """Disjoint training and held-out task sets of ``env`` (built by ``make(env_id, ...)``).
+
+    ``task_settings`` are the environment's settings with target ``"tasks"``
+    (e.g. Gridworld's ``train_every_goal``).
+    """
+    spec = entry(env_id)
+    for name, value in task_settings.items():
+        setting = spec.settings.get(name)
+        if setting is None or setting.target != "tasks":
+            raise ValueError(f"{env_id} has no task-set setting {name!r}")
+        check_value(env_id, name, setting, value)
+    if spec.task_sets is not None:
+        return spec.task_sets(env, params, key, num_train, num_test, **task_settings)
+    return tasks.disjoint_task_sets(env, params, key, num_train, num_test)
+
+
+# ----------------------------------------------------------------------------- this project's environments
+def _gridworld_task_sets(
+    env: Gridworld, params: Any, key: jax.Array, num_train: int, num_test: int, train_every_goal: bool = False
+) -> tuple[Any, Any]:
+    train = None
+    if train_every_goal:
+        train_key, _ = jax.random.split(key)
+        train = make_task_set(env, train_key, num_train, params, every_goal=True)
+    return tasks.disjoint_task_sets(env, params, key, num_train, num_test, train_tasks=train)
+
+
+def _gridworld_check(values: dict[str, Any]) -> None:
+    Gridworld(values["size"], values["num_blocks"], values["num_colors"], values["obs_mode"])
+
+
+register(
+    EnvEntry(
+        id="Gridworld-v0",
+        build=Gridworld,
+        description="the gridworld of Chen & Agrawal (2020): a goal block, X-1 trap blocks, goal never shown",
+        settings={
+            "size": Setting(7, "grid width W (cells per side)", "constructor", min=2, max=64),
+            "num_blocks": Setting(3, "blocks X: one goal and X-1 traps", "constructor", min=1),
+            "num_colors": Setting(6, "palette size C (>= num_blocks)", "constructor", min=1),
+            "obs_mode": Setting(
+                "multihot",
+                "observation: multi-hot W x W x (1+C) or rgb",
+                "constructor",
+                choices=("multihot", "rgb"),
+            ),
+            "max_steps_in_episode": Setting(
+                None, "episode time limit; null means the env default (2*W*W)", "params", min=1, optional=True
+            ),
+            "train_every_goal": Setting(
+                False,
+                "training tasks come in groups of X with the same layout and each block as the goal once "
+                "(the layout never tells the goal); held-out tasks are drawn independently",
+                "tasks",
+            ),
+        },
+        task_sets=_gridworld_task_sets,
+        check=_gridworld_check,
+    )
+)
+
+
+register(
+    EnvEntry(
+        id="NumpyChain-host-v0",
+        build=lambda length, max_steps: __import__("envs_jax.host.toy", fromlist=["x"]).make_numpy_chain(
+            length, max_steps
+        ),
+        description="a tiny numpy chain stepped on the host through io_callback (tests the host-env path)",
+        settings={
+            "length": Setting(
+                6, "cells of the chain; the last one is the goal", "constructor", min=2, max=64
+            ),
+            "max_steps": Setting(20, "episode time limit", "constructor", min=1),
+        },
+        host=True,
+    )
+)
 
 
 __all__ = [
+    "EnvEntry",
     "Gridworld",
     "GridworldTask",
     "LegacyStepWrapper",
+    "Setting",
+    "VmapEnv",
+    "as_batched",
+    "entry",
     "make",
     "make_task_set",
+    "make_task_sets",
     "optimal_returns",
+    "register",
     "registered",
+    "tasks",
 ]

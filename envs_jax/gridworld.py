@@ -6,6 +6,11 @@ ends); every other step gives 0 and the time limit truncates. Which block is
 the goal is never shown: an agent can only find out by trying, which is what
 makes a trial of several episodes on the same task a meta-learning problem.
 
+An episode that reaches a block on the last allowed step is *terminated*, not
+truncated: ``truncated = time limit reached & ~terminated``, the project-wide
+convention (:func:`truncation`), so ``terminated`` and ``truncated`` never
+both hold.
+
 A *task* fixes the block cells, their colours, the goal and the agent's start
 (:class:`GridworldTask`). ``reset`` samples a fresh task; ``reset_to_task``
 starts an episode of a given one (the meta-RL task interface used by
@@ -25,6 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
+
+from envs_jax.tasks import task_set, where_tasks
+from envs_jax.vector import truncation
 
 ACTION_NAMES = ("up", "down", "left", "right")
 # (row, col) displacement of each action.
@@ -225,14 +233,17 @@ class Gridworld(environment.Environment[EnvState, EnvParams]):
 
         Same contract as the base class (a new random task after ``terminated``
         or ``truncated``; ``info["final_observation"]`` is the frame before the
-        reset), but the reset builds only a state, the two states are selected
-        first and the observation is drawn once: under ``vmap`` both branches
-        run on every step, so this halves the rendering work. ``step_env`` is
-        deterministic, so the reset may use ``key`` itself.
+        reset), except that ``truncated`` follows the project's convention
+        (:func:`truncation`): a block reached on the last allowed step
+        terminates the episode and is not also a truncation (gymnax's base
+        class would set both). The reset builds only a state, the two states
+        are selected first and the observation is drawn once: under ``vmap``
+        both branches run on every step, so this halves the rendering work.
+        ``step_env`` is deterministic, so the reset may use ``key`` itself.
         """
         params = self.default_params if params is None else params
         obs_st, state_st, reward, terminated, info = self.step_env(key, state, action, params)
-        truncated = self.is_truncated(state_st, params)
+        truncated = truncation(self, state_st, terminated, params)
         done = jnp.logical_or(terminated, truncated)
         task = self.sample_task(key, params)
         state_re = self.state_at_start(task)
@@ -344,18 +355,67 @@ class Gridworld(environment.Environment[EnvState, EnvParams]):
         cannot be reached without crossing a trap (a rare task, see
         :meth:`is_solvable`), the expert returns a move that keeps off traps.
         """
-        dist = self.distance_to_goal(state.task)
+        return self._expert_move(state.task, self.distance_to_goal(state.task), state.agent_cell)
+
+    def expert_action_table(self, task: GridworldTask) -> jax.Array:
+        """:meth:`expert_action` at every cell, for each choice of goal block.
+
+        ``(num_blocks, size*size)`` int32: row ``g`` is the expert of the task
+        with ``goal_index = g``. Costs ``num_blocks`` distance fields, once, so
+        a rollout that consults the experts of several goals on every step
+        (:func:`imitation_returns`) only looks moves up.
+        """
+
+        def one_goal(goal: jax.Array) -> jax.Array:
+            task_g = task.replace(goal_index=goal)
+            dist = self.distance_to_goal(task_g)
+            cells = jnp.arange(self.num_cells, dtype=jnp.int32)
+            return jax.vmap(lambda cell: self._expert_move(task_g, dist, cell))(cells)
+
+        return jax.vmap(one_goal)(jnp.arange(self.num_blocks, dtype=jnp.int32))
+
+    def _expert_move(self, task: GridworldTask, dist: jax.Array, cell: jax.Array) -> jax.Array:
         w = self.size
-        row, col = state.agent_cell // w, state.agent_cell % w
+        row, col = cell // w, cell % w
         deltas = jnp.asarray(_ACTION_DELTAS)
         nrow = jnp.clip(row + deltas[:, 0], 0, w - 1)
         ncol = jnp.clip(col + deltas[:, 1], 0, w - 1)
         nxt = nrow * w + ncol
         # Traps and unreachable cells both hold size*size in ``dist``; rank traps
         # last so that, when the goal is unreachable, argmin picks a safe move.
-        goal_cell = state.task.block_cells[state.task.goal_index]
-        is_trap = jnp.any(nxt[:, None] == state.task.block_cells[None, :], axis=1) & (nxt != goal_cell)
+        goal_cell = task.block_cells[task.goal_index]
+        is_trap = jnp.any(nxt[:, None] == task.block_cells[None, :], axis=1) & (nxt != goal_cell)
         return jnp.argmin(jnp.where(is_trap, self.num_cells + 1, dist[nxt])).astype(jnp.int32)
+
+    def is_valid_task(self, task: GridworldTask, params: EnvParams | None = None) -> jax.Array:
+        """Task sets keep only solvable tasks (:meth:`is_solvable`; see ``envs_jax.tasks.task_set``)."""
+        return self.is_solvable(task)
+
+    def episode_references(
+        self, params: EnvParams, tasks: GridworldTask, num_episodes: int, key: jax.Array, repeats: int = 16
+    ) -> dict[str, np.ndarray]:
+        """Reference returns per episode of a ``num_episodes``-episode trial on ``tasks``.
+
+        * ``"Bayes-optimal"``: the searcher of :func:`optimal_returns` (remembers every
+          failure, one untried block per episode);
+        * ``"expert imitation"``: a perfect imitator of the goal-knowing expert under the
+          failure-bank protocol (:func:`imitation_returns`), simulated ``repeats`` times on
+          each task (the Monte-Carlo error of the mean is about ``0.6 / sqrt(M * repeats)``
+          per episode);
+        * ``"memoryless optimum"``: the best a policy that cannot remember earlier episodes
+          and ends each one on a block can do, ``(2 - X) / X`` per episode.
+        """
+        num_tasks = jax.tree.leaves(tasks)[0].shape[0]
+        tiled = jax.tree.map(lambda leaf: jnp.concatenate([leaf] * repeats), tasks)
+        returns, _ = imitation_returns(self, params, tiled, key, num_episodes)
+        x = self.num_blocks
+        return {
+            "Bayes-optimal": optimal_returns(x, num_episodes),
+            "expert imitation": np.asarray(returns, np.float64)
+            .reshape(num_episodes, repeats * num_tasks)
+            .mean(1),
+            "memoryless optimum": np.full(num_episodes, (2 - x) / x),
+        }
 
     def is_solvable(self, task: GridworldTask) -> jax.Array:
         """Whether every block can be reached from the start without crossing another.
@@ -415,12 +475,26 @@ def optimal_returns(num_blocks: int, num_episodes: int) -> np.ndarray:
 
     The ceiling every method is measured against: the best an agent can do
     that must end each episode on a block (an agent that idles until the time
-    limit scores 0 but learns nothing). The agent knows the task's layout but not which of the ``num_blocks``
-    blocks is the goal (uniform prior); it remembers every failure and walks
-    to one untried block per episode. Episode ``j`` (1-based) succeeds with
-    probability ``1/X`` for ``j <= X`` and otherwise hits a trap, so
-    ``E[R_j] = P(goal found at j) - P(trap at j) = 1/X - (X - j)/X = (2j - X)/X``
-    for ``j <= X``, and 1 afterwards.
+    limit scores 0 but learns nothing). The agent knows the task's layout but
+    not which of the ``X = num_blocks`` blocks is the goal (uniform prior); it
+    remembers every block it has tried and, until it has found the goal, walks
+    to one untried block per episode; once found, it walks back to the goal.
+
+    Derivation: fix the order in which the blocks would be tried (it cannot
+    depend on the unknown goal). Episode ``j`` (1-based, ``j <= X``) ends on
+    the goal exactly when the goal is among the first ``j`` blocks of that
+    order (found at episode ``j`` or earlier and revisited since), which has
+    probability ``j/X`` under the uniform goal; otherwise it ends on the
+    ``j``-th tried block, a trap, with probability ``(X - j)/X``. Hence
+    ``E[R_j] = j/X - (X - j)/X = (2j - X)/X`` for ``j <= X``, and 1 for
+    ``j >= X`` (the goal is known by then).
+
+    No agent succeeds more often: until it first reaches the goal, the blocks
+    an agent reaches do not depend on which block is the goal (every outcome
+    so far was -1), so it has reached the goal by episode ``j`` with
+    probability at most ``j/X``. As ``E[R_j] = 2 P(success at j) - 1 +
+    P(timeout at j)``, an agent beats these returns only by timing out (0
+    instead of -1), never by finding the goal sooner.
     """
     _check_int("num_blocks", num_blocks, low=1)
     _check_int("num_episodes", num_episodes, low=1)
@@ -428,22 +502,17 @@ def optimal_returns(num_blocks: int, num_episodes: int) -> np.ndarray:
     return np.where(j <= num_blocks, (2 * j - num_blocks) / num_blocks, 1.0)
 
 
-@partial(jax.jit, static_argnums=0)
-def _sample_tasks(env: Gridworld, keys: jax.Array, params: EnvParams) -> GridworldTask:
-    return jax.vmap(env.sample_task, in_axes=(0, None))(keys, params)
+def task_set_size(env: Gridworld, num_tasks: int, every_goal: bool = False) -> int:
+    """How many tasks :func:`make_task_set` returns when asked for ``num_tasks``.
 
-
-@partial(jax.jit, static_argnums=0)
-def _solvable(env: Gridworld, tasks: GridworldTask) -> jax.Array:
-    return jax.vmap(env.is_solvable)(tasks)
-
-
-def where_tasks(keep: Any, tasks: GridworldTask, replacements: GridworldTask) -> GridworldTask:
-    """Row-wise choice between stacked task sets: ``tasks[i]`` where ``keep[i]``, else ``replacements[i]``."""
-    keep = jnp.asarray(keep)
-    return jax.tree.map(
-        lambda old, new: jnp.where(keep.reshape((-1,) + (1,) * (old.ndim - 1)), old, new), tasks, replacements
-    )
+    ``num_tasks`` itself, except with ``every_goal`` when it is not a multiple
+    of ``num_blocks``: then the last layout's group is completed, giving
+    ``ceil(num_tasks / num_blocks) * num_blocks``.
+    """
+    _check_int("num_tasks", num_tasks, low=1)
+    if not every_goal:
+        return num_tasks
+    return -(-num_tasks // env.num_blocks) * env.num_blocks
 
 
 def make_task_set(
@@ -454,7 +523,7 @@ def make_task_set(
     solvable_only: bool = True,
     every_goal: bool = False,
 ) -> GridworldTask:
-    """A fixed set of ``num_tasks`` tasks stacked on a leading axis.
+    """A fixed set of tasks stacked on a leading axis (``num_tasks`` of them, see below).
 
     With ``solvable_only`` (default) tasks where some block cannot be reached
     without crossing another are redrawn, so every task admits the
@@ -462,40 +531,166 @@ def make_task_set(
 
     With ``every_goal`` each drawn layout (blocks, colours, start) appears
     once per choice of goal block, consecutively: task ``i`` is layout
-    ``i // X`` with goal ``i % X`` (the last layout may be cut short). Then the
-    layout alone never tells which block is the goal, so an agent trained on
-    the set cannot succeed by recognising layouts it has seen; it has to find
-    the goal by trying, as on a new task.
+    ``i // X`` with goal ``i % X``. Then the layout alone never tells which
+    block is the goal, so an agent trained on the set cannot succeed by
+    recognising layouts it has seen; it has to find the goal by trying, as
+    on a new task.
+
+    **Group completion.** If ``num_tasks`` is not a multiple of ``X =
+    num_blocks``, a cut-short last group would show its layout with fewer
+    than ``X`` goals and so give its goal away; instead the group is
+    completed and the set holds ``ceil(num_tasks / X) * X`` tasks, up to
+    ``X - 1`` more than asked (:func:`task_set_size`). The layouts and their
+    order do not depend on this rule (``ceil(num_tasks / X)`` layouts are
+    drawn from ``key`` either way), so the first ``num_tasks`` rows are the
+    tasks that earlier versions returned for the same call (e.g. the X=3
+    configs' 1000 training tasks); only the last group's missing goals are
+    appended. Callers must size what they index by the set's length
+    (``tasks.goal_index.shape[0]``), not by ``num_tasks``, or the appended
+    goals are never used and the last layout still gives its goal away.
     """
-    _check_int("num_tasks", num_tasks, low=1)
+    size = task_set_size(env, num_tasks, every_goal)
     params = env.default_params if params is None else params
     num_blocks = env.num_blocks
-    num_layouts = -(-num_tasks // num_blocks) if every_goal else num_tasks
-    tasks = _sample_tasks(env, jax.random.split(key, num_layouts), params)
-    if solvable_only:
-        tasks = _redraw_unsolvable(env, key, tasks, params)
+    num_layouts = size // num_blocks if every_goal else size
+    tasks = task_set(env, key, num_layouts, params, valid_only=solvable_only)
     if not every_goal:
         return tasks
-    layout = jnp.arange(num_tasks) // num_blocks
-    goals = (jnp.arange(num_tasks) % num_blocks).astype(tasks.goal_index.dtype)
+    layout = jnp.arange(size) // num_blocks
+    goals = (jnp.arange(size) % num_blocks).astype(tasks.goal_index.dtype)
     return jax.tree.map(lambda leaf: leaf[layout], tasks).replace(goal_index=goals)
 
 
-def _redraw_unsolvable(
-    env: Gridworld, key: jax.Array, tasks: GridworldTask, params: EnvParams
-) -> GridworldTask:
-    num_tasks = tasks.goal_index.shape[0]
-    for _ in range(100):
-        ok = np.asarray(_solvable(env, tasks))
-        if ok.all():
-            return tasks
-        key, sub = jax.random.split(key)
-        fresh = _sample_tasks(env, jax.random.split(sub, num_tasks), params)
-        tasks = where_tasks(ok, tasks, fresh)
-    raise RuntimeError(
-        f"could not draw {num_tasks} solvable tasks; the grid (size={env.size}) may be too crowded "
-        f"for num_blocks={env.num_blocks}"
-    )
+def imitation_returns(
+    env: Gridworld,
+    params: EnvParams | None,
+    tasks: GridworldTask,
+    key: jax.Array,
+    num_episodes: int = 5,
+) -> tuple[jax.Array, jax.Array]:
+    """Returns of a perfect imitator of the goal-knowing expert, under the paper's test protocol.
+
+    The headline agent is cloned from :meth:`Gridworld.expert_action`, an
+    expert that knows the goal. At test time it plays ``num_episodes``
+    episodes of one task, seeing the layout and a memory bank of its *failed*
+    episodes only (a trap's final frame shows which block was a trap;
+    successes and timeouts are not stored; no frame shows the goal). A
+    policy that imitates the expert perfectly from those inputs, i.e. matches
+    the expert's action distribution given them, is the posterior mixture of
+    the experts: with ``C`` the blocks not yet seen to be traps in this trial
+    (the goal is uniform over them), each step samples
+
+        ``P(a) = (1/|C|) * sum_{g in C} 1[expert_g(state) = a]``,
+
+    ``expert_g`` being the expert of the task whose goal is block ``g``. A
+    trap ends the episode with -1 and leaves ``C``; the goal ends it with +1
+    and, not being stored, teaches nothing, so the next episode guesses among
+    the same ``C`` again; the time limit ends it with 0 and reveals nothing.
+
+    This simulates that policy on ``env`` (its own ``step_env`` and the
+    :func:`truncation` convention) for each of the ``M`` stacked ``tasks``
+    independently: each task's ``X`` experts are tabulated once
+    (:meth:`Gridworld.expert_action_table`), then one ``lax.scan`` over the
+    steps of each episode, vectorised over the tasks. Returns ``(returns,
+    success)``, each ``(num_episodes, M)``: the return of episode ``j`` of
+    task ``i``'s trial (+1, -1, or 0 for a timeout) and whether it reached
+    the goal.
+
+    **How it compares with** :func:`optimal_returns`. Episode 1 succeeds with
+    probability ``(1 - P(timeout)) / X``, as for the Bayes-optimal searcher
+    (the policy does not depend on the goal). Later episodes do worse: a known
+    trap is never entered again (every expert in ``C`` avoids it), but a
+    success is forgotten, so the next episode may walk to another untried
+    block, a trap. The success rate of episode ``j`` never exceeds
+    ``min(j/X, 1)``, and its return exceeds :func:`optimal_returns` only
+    through timeouts (0 instead of -1).
+
+    **Why a trained agent can beat it.** This is the reference for *sampling*
+    from a perfectly cloned policy, not a ceiling. A policy that commits
+    deterministically to one block for each (layout, known traps), e.g.
+    greedy decoding or a network sharper than the true posterior, goes back
+    to the same block after a success and so re-finds it in every later
+    episode, reaching the Bayes-optimal returns; a trained agent sampling
+    from an imperfect but confident imitation can likewise land between this
+    reference and :func:`optimal_returns`.
+    """
+    params = env.default_params if params is None else params
+    _check_int("num_episodes", num_episodes, low=1)
+    max_steps = int(params.max_steps_in_episode)
+    return _imitation_returns(env, params, tasks, key, num_episodes, max_steps)
+
+
+@partial(jax.jit, static_argnums=(0, 4, 5))
+def _imitation_returns(
+    env: Gridworld,
+    params: EnvParams,
+    tasks: GridworldTask,
+    key: jax.Array,
+    num_episodes: int,
+    max_steps: int,
+) -> tuple[jax.Array, jax.Array]:
+    tables = jax.vmap(env.expert_action_table)(tasks)  # (M, X, cells)
+    num_tasks = tables.shape[0]
+    step_key = jax.random.key(0)  # step_env is deterministic
+
+    def act_and_step(
+        table: jax.Array, candidates: jax.Array, state: EnvState, u: jax.Array
+    ) -> tuple[EnvState, jax.Array, jax.Array]:
+        # Votes of the experts in C; sample an action with probability votes / |C|.
+        votes = jnp.zeros(4, jnp.float32).at[table[:, state.agent_cell]].add(candidates.astype(jnp.float32))
+        cum = jnp.cumsum(votes)
+        action = jnp.argmax(cum > u * cum[-1]).astype(jnp.int32)
+        _, next_state, reward, terminated, _ = env.step_env(step_key, state, action, params)
+        ended = terminated | truncation(env, next_state, terminated, params)
+        return next_state, reward, ended
+
+    def episode(candidates: jax.Array, episode_key: jax.Array) -> tuple[jax.Array, tuple]:
+        start = jax.vmap(env.state_at_start)(tasks)
+        uniforms = jax.random.uniform(episode_key, (max_steps, num_tasks))
+
+        def step(carry: tuple, u: jax.Array) -> tuple[tuple, None]:
+            state, done, ret = carry
+            next_state, reward, ended = jax.vmap(act_and_step)(tables, candidates, state, u)
+            ret = ret + jnp.where(done, 0.0, reward)
+            state = jax.tree.map(
+                lambda old, new: jnp.where(done.reshape((-1,) + (1,) * (old.ndim - 1)), old, new),
+                state,
+                next_state,
+            )
+            return (state, done | ended, ret), None
+
+        init = (start, jnp.zeros(num_tasks, bool), jnp.zeros(num_tasks, jnp.float32))
+        (state, _, ret), _ = jax.lax.scan(step, init, uniforms)
+        # An episode that ended on a trap leaves the agent on it: that block leaves C.
+        on_block = tasks.block_cells == state.agent_cell[:, None]
+        candidates = candidates & ~(on_block & (ret < 0)[:, None])
+        return candidates, (ret, ret > 0)
+
+    candidates = jnp.ones((num_tasks, env.num_blocks), bool)
+    _, (returns, success) = jax.lax.scan(episode, candidates, jax.random.split(key, num_episodes))
+    return returns, success
+
+
+def imitation_reference(
+    env: Gridworld,
+    params: EnvParams | None,
+    key: jax.Array,
+    num_tasks: int = 4096,
+    num_episodes: int = 5,
+) -> np.ndarray:
+    """Mean per-episode return of :func:`imitation_returns` over fresh solvable tasks.
+
+    ``(num_episodes,)`` float64: the expected return of episode ``j`` of a
+    trial for a policy that samples from the perfectly cloned expert mixture,
+    estimated on ``num_tasks`` tasks drawn by :func:`make_task_set` (uniform
+    goal). Its sum is comparable to a method's total return over the
+    trial; the Monte-Carlo standard error of each entry is at most
+    ``1/sqrt(num_tasks)``.
+    """
+    task_key, policy_key = jax.random.split(key)
+    tasks = make_task_set(env, task_key, num_tasks, params)
+    returns, _ = imitation_returns(env, params, tasks, policy_key, num_episodes)
+    return np.asarray(returns, np.float64).mean(axis=1)
 
 
 __all__ = [
@@ -505,7 +700,11 @@ __all__ = [
     "Gridworld",
     "GridworldTask",
     "distinct_integers",
+    "imitation_reference",
+    "imitation_returns",
     "make_task_set",
     "optimal_returns",
+    "task_set_size",
+    "truncation",
     "where_tasks",
 ]

@@ -1,17 +1,25 @@
 """Typed run configuration: schema, loading (YAML + ``key=value`` overrides), validation.
 
 The schema is a tree of dataclasses. Every field carries its meaning and its
-allowed range in ``metadata``; :func:`help_text` prints them all, and
-:func:`load` turns any mistake into a :class:`ConfigError` whose message is one
-line naming the key and what is allowed (with the closest key for a typo).
-The ``algo`` section's schema depends on ``algo.name``: each method in
-:mod:`jaxmeta.algos` declares its own ``Config`` dataclass.
+allowed range in ``metadata``; :func:`help_text` prints them, and :func:`load`
+turns any mistake into a :class:`ConfigError` whose message is one line naming
+the key and what is allowed (with the closest key for a typo).
+
+Two sections are keyed by a name:
+
+* ``algo`` by ``algo.name``: each method in :mod:`jaxmeta.algos` declares its
+  own ``Config`` dataclass (including, for methods that run trials, its
+  ``algo.trial`` and ``algo.eval`` sub-sections);
+* ``env`` by ``env.id``: each registered environment (``envs_jax.registered()``)
+  declares its settings, from which its section is built. A method that
+  needs no environment (``NEEDS_ENV = False``) runs with no ``env`` section.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
@@ -44,42 +52,9 @@ def param(
     return dataclasses.field(default=default, metadata=meta)
 
 
-@dataclasses.dataclass
-class EnvConfig:
-    id: str = param("Gridworld-v0", "environment id (envs_jax.registered())", choices=("Gridworld-v0",))
-    size: int = param(7, "grid width W (cells per side)", min=2, max=64)
-    num_blocks: int = param(2, "blocks X: one goal and X-1 traps", min=1)
-    num_colors: int = param(6, "palette size C (>= num_blocks)", min=1)
-    max_steps_in_episode: int | None = param(
-        None, "episode time limit; null means the env default (2*W*W)", min=1
-    )
-    obs_mode: str = param(
-        "multihot", "observation: multi-hot W x W x (1+C) or rgb", choices=("multihot", "rgb")
-    )
-    train_every_goal: bool = param(
-        False,
-        "training tasks come in groups of X with the same layout and each block as the goal once "
-        "(the layout never tells the goal); held-out tasks are drawn independently",
-    )
-
-
-@dataclasses.dataclass
-class TrialConfig:
-    num_steps: int = param(80, "steps per training trial T (paper: NH=80, LH=300)", min=1)
-    reset_mode: str = param(
-        "diff",
-        "after an episode ends: 'same' task again or a 'diff' task from the set",
-        choices=("same", "diff"),
-    )
-    batch_size: int = param(64, "trials per update", min=1)
-
-
-@dataclasses.dataclass
-class EvalConfig:
-    every: int = param(20, "evaluate every this many updates (a multiple of chunk_size)", min=1)
-    episodes: int = param(5, "episodes per evaluation trial, same task throughout", min=1)
-    num_tasks: int = param(256, "held-out test tasks, one evaluation trial each", min=1)
-    greedy: bool = param(False, "act with the most likely action instead of sampling")
+def section(schema: type, help: str) -> Any:
+    """A nested config section (a dataclass of its own keys)."""
+    return dataclasses.field(default_factory=schema, metadata={"help": help})
 
 
 @dataclasses.dataclass
@@ -91,6 +66,7 @@ class RunConfig:
     task_seed: int = param(12345, "seed of the fixed train/test task sets (shared by all seeds)", min=0)
     num_updates: int = param(200, "training updates (a multiple of chunk_size)", min=1)
     chunk_size: int = param(10, "updates per jitted call between host syncs", min=1)
+    eval_every: int = param(20, "evaluate every this many updates (a multiple of chunk_size)", min=1)
     checkpoint_every: int = param(
         50, "save a checkpoint every this many updates (a multiple of chunk_size)", min=1
     )
@@ -98,14 +74,16 @@ class RunConfig:
     resume: bool = param(True, "continue from the latest checkpoint in run_dir if there is one")
     progress: bool = param(True, "show a progress bar")
     plots: bool = param(True, "write plots/*.png at the end")
-    env: EnvConfig = dataclasses.field(default_factory=EnvConfig, metadata={"help": "environment"})
-    trial: TrialConfig = dataclasses.field(default_factory=TrialConfig, metadata={"help": "training trials"})
-    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig, metadata={"help": "evaluation"})
+    env: Any = dataclasses.field(
+        default=None, metadata={"help": "environment; its keys depend on env.id (none for some methods)"}
+    )
     algo: Any = dataclasses.field(default=None, metadata={"help": "method; its keys depend on algo.name"})
 
 
-# Keys that may change when a run is resumed (they do not change its results).
-RESUMABLE_CHANGES = ("num_updates", "progress", "plots", "resume")
+# Keys that may change when a run is resumed: they do not change its results (run_dir may be
+# spelled differently, or the run moved).
+RESUMABLE_CHANGES = ("num_updates", "progress", "plots", "resume", "run_dir")
+_KEYED_SECTIONS = ("env", "algo")
 
 
 def _algo_registry() -> Mapping[str, Any]:
@@ -114,21 +92,30 @@ def _algo_registry() -> Mapping[str, Any]:
     return algos.REGISTRY
 
 
+def needs_env(module: Any) -> bool:
+    """Whether a method module runs on an environment (``NEEDS_ENV``, default true)."""
+    return bool(getattr(module, "NEEDS_ENV", True))
+
+
 def load(path: str | None, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a YAML file and ``key=value`` overrides into a validated :class:`RunConfig`."""
+    return from_dict(load_raw(path, overrides))
+
+
+def load_raw(path: str | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The merged, resolved but unvalidated config dict of a file and overrides."""
     base: dict[str, Any] = {} if path is None else _read_yaml(path, seen=())
     for item in overrides:
-        if "=" not in item or item.startswith("="):
+        if not isinstance(item, str) or "=" not in item or item.startswith("="):
             raise ConfigError(f"override {item!r} must look like key=value (e.g. seeds=4)")
     try:
         # The schema defaults of name and run_dir join the merge so that the default
         # run_dir "runs/${name}" is resolved with the configured name.
         defaults = OmegaConf.create({"name": RunConfig.name, "run_dir": RunConfig.run_dir})
         merged = OmegaConf.merge(defaults, OmegaConf.create(base), OmegaConf.from_dotlist(list(overrides)))
-        raw = OmegaConf.to_container(merged, resolve=True)
+        return OmegaConf.to_container(merged, resolve=True)
     except (OmegaConfBaseException, yaml.YAMLError) as err:
         raise ConfigError(f"bad config: {_one_line(err)}") from None
-    return from_dict(raw)
 
 
 def _read_yaml(path: str, seen: tuple[str, ...]) -> dict[str, Any]:
@@ -145,62 +132,146 @@ def _read_yaml(path: str, seen: tuple[str, ...]) -> dict[str, Any]:
     raw = OmegaConf.to_container(loaded) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of keys to values")
+    raw = migrate_legacy(raw)
     parent = raw.pop("base", None)
     if parent is None:
         return raw
     if not isinstance(parent, str):
         raise ConfigError(f"base in {path} must be a file name, got {parent!r}")
     parent_path = str(Path(path).parent / parent)
-    if parent_path in seen:
-        raise ConfigError(f"base files form a cycle: {' -> '.join((*seen, parent_path))}")
-    merged = OmegaConf.merge(OmegaConf.create(_read_yaml(parent_path, (*seen, path))), OmegaConf.create(raw))
+    chain = (*seen, path)
+    resolved = [str(Path(p).resolve()) for p in chain]
+    if str(Path(parent_path).resolve()) in resolved:
+        start = resolved.index(str(Path(parent_path).resolve()))
+        raise ConfigError(f"base files form a cycle: {' -> '.join((*chain[start:], parent_path))}")
+    merged = OmegaConf.merge(OmegaConf.create(_read_yaml(parent_path, chain)), OmegaConf.create(raw))
     return OmegaConf.to_container(merged)
+
+
+def migrate_legacy(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config dict written before environments and trials were keyed sections, in today's layout.
+
+    Before, ``trial`` and ``eval`` were top-level sections of every run and
+    ``env`` had no ``id`` (it could only be Gridworld): ``trial`` moves to
+    ``algo.trial``, ``eval.every`` to ``eval_every``, the rest of ``eval`` to
+    ``algo.eval``, and an ``env`` section without ``id`` gets ``Gridworld-v0``.
+    A dict in today's layout is returned unchanged.
+    """
+    if "trial" not in raw and "eval" not in raw:
+        return raw
+    raw = dict(raw)
+    algo = dict(raw.get("algo") or {})
+    if "trial" in raw:
+        algo["trial"] = raw.pop("trial")
+    if "eval" in raw:
+        evaluation = dict(raw.pop("eval") or {})
+        if "every" in evaluation:
+            raw["eval_every"] = evaluation.pop("every")
+        if evaluation:
+            algo["eval"] = evaluation
+    raw["algo"] = algo
+    if isinstance(raw.get("env"), dict) and "id" not in raw["env"]:
+        raw["env"] = {"id": "Gridworld-v0", **raw["env"]}
+    return raw
 
 
 def from_dict(raw: Mapping[str, Any]) -> RunConfig:
     """Validate a plain nested dict against the schema."""
     raw = dict(raw)
-    algo_raw = raw.pop("algo", None) or {}
+    algo_raw = raw.pop("algo", None)
+    env_raw = raw.pop("env", None)
+    registry = _algo_registry()
+    methods = ", ".join(sorted(registry))
+    if algo_raw is None:
+        raise ConfigError(f"no method chosen: set algo.name (one of {methods})")
     if not isinstance(algo_raw, dict):
         raise ConfigError("algo must be a mapping with at least a 'name' key")
-    registry = _algo_registry()
-    algo_name = algo_raw.get("name", "bc")
+    if "name" not in algo_raw:
+        raise ConfigError(f"algo.name is missing: choose a method (one of {methods})")
+    algo_name = algo_raw["name"]
     if algo_name not in registry:
         raise ConfigError(
-            f"algo.name: unknown method {algo_name!r}{_suggest(str(algo_name), registry)}; "
-            f"allowed: {', '.join(sorted(registry))}"
+            f"algo.name: unknown method {algo_name!r}{_suggest(str(algo_name), registry)}; allowed: {methods}"
         )
-    cfg = _build(RunConfig, raw, prefix="", extra_sections={"algo"})
-    cfg.algo = _build(registry[algo_name].Config, algo_raw, prefix="algo.")
+    module = registry[algo_name]
+    cfg = _build(RunConfig, raw, prefix="", extra_sections=set(_KEYED_SECTIONS))
+    cfg.algo = _build(module.Config, algo_raw, prefix="algo.")
+    cfg.env = _build_env(env_raw, algo_name, needs_env(module))
     _check_cross_fields(cfg)
-    check = getattr(registry[algo_name], "validate_config", None)
+    check = getattr(module, "validate_config", None)
     if check is not None:
         check(cfg)
     return cfg
 
 
+def _build_env(env_raw: Any, algo_name: str, required: bool) -> Any:
+    import envs_jax
+
+    if env_raw is None:
+        if required:
+            registered = ", ".join(envs_jax.registered())
+            raise ConfigError(f"{algo_name} runs on an environment: set env.id (registered: {registered})")
+        return None
+    if not required:
+        raise ConfigError(f"{algo_name} takes no environment: remove the env section (got env={env_raw!r})")
+    if not isinstance(env_raw, dict):
+        raise ConfigError(f"env must be a mapping of keys, got {env_raw!r}")
+    if "id" not in env_raw:
+        raise ConfigError(f"env.id is missing (registered: {', '.join(envs_jax.registered())})")
+    schema = env_schema(env_raw["id"])
+    env_cfg = _build(schema, env_raw, prefix="env.")
+    entry = envs_jax.entry(env_cfg.id)
+    if entry.check is not None:
+        values = {name: getattr(env_cfg, name) for name in entry.settings}
+        try:
+            entry.check(values)
+        except ValueError as err:
+            raise ConfigError(f"env.{_one_line(err)}") from None
+    return env_cfg
+
+
+@functools.cache
+def env_schema(env_id: Any) -> type:
+    """The ``env`` section's dataclass for ``env_id``: ``id`` then each of the environment's settings."""
+    import envs_jax
+
+    try:
+        entry = envs_jax.entry(env_id)
+    except ValueError as err:
+        raise ConfigError(f"env.id: {_one_line(err)}") from None
+    fields: list[tuple[str, Any, Any]] = [
+        ("id", str, param(entry.id, "environment id (envs_jax.registered())", choices=(entry.id,)))
+    ]
+    for name, setting in entry.settings.items():
+        kind = setting.kind
+        hint = kind | None if setting.optional else kind
+        fields.append(
+            (
+                name,
+                hint,
+                param(
+                    setting.default, setting.help, min=setting.min, max=setting.max, choices=setting.choices
+                ),
+            )
+        )
+    schema = dataclasses.make_dataclass(f"EnvConfig[{entry.id}]", fields)
+    schema.__doc__ = entry.description or entry.id
+    return schema
+
+
+def env_settings(env_cfg: Any) -> dict[str, dict[str, Any]]:
+    """``{"constructor": {...}, "params": {...}, "tasks": {...}}`` of an ``env`` section (nulls dropped)."""
+    import envs_jax
+
+    entry = envs_jax.entry(env_cfg.id)
+    return entry.split({name: getattr(env_cfg, name) for name in entry.settings})
+
+
 def _check_cross_fields(cfg: RunConfig) -> None:
-    for key in ("num_updates", "checkpoint_every"):
+    for key in ("num_updates", "checkpoint_every", "eval_every"):
         value = getattr(cfg, key)
         if value % cfg.chunk_size:
             raise ConfigError(f"{key} must be a multiple of chunk_size={cfg.chunk_size}, got {value}")
-    if cfg.eval.every % cfg.chunk_size:
-        raise ConfigError(
-            f"eval.every must be a multiple of chunk_size={cfg.chunk_size}, got {cfg.eval.every}"
-        )
-    test_tasks = getattr(cfg.algo, "num_test_tasks", None)
-    if test_tasks is not None and cfg.eval.num_tasks > test_tasks:
-        raise ConfigError(
-            f"eval.num_tasks must be <= algo.num_test_tasks={test_tasks}, got {cfg.eval.num_tasks}"
-        )
-    if cfg.env.num_colors < cfg.env.num_blocks:
-        raise ConfigError(
-            f"env.num_colors must be >= env.num_blocks={cfg.env.num_blocks}, got {cfg.env.num_colors}"
-        )
-    if cfg.env.num_blocks + 1 > cfg.env.size**2:
-        raise ConfigError(
-            f"env.num_blocks must be <= env.size**2 - 1 = {cfg.env.size**2 - 1}, got {cfg.env.num_blocks}"
-        )
 
 
 def _build(schema: type, raw: Mapping[str, Any], prefix: str, extra_sections: set[str] = frozenset()) -> Any:
@@ -218,6 +289,8 @@ def _build(schema: type, raw: Mapping[str, Any], prefix: str, extra_sections: se
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
             sub = raw.get(name, {})
+            if sub is None:
+                sub = {}
             if not isinstance(sub, Mapping):
                 raise ConfigError(f"{full} must be a mapping of keys, got {sub!r}")
             values[name] = _build(hint, sub, prefix=full + ".")
@@ -282,13 +355,15 @@ def _describe(hint: Any, meta: Mapping[str, Any]) -> str:
 
 
 def all_keys(schema: type = RunConfig, prefix: str = "") -> list[str]:
-    """Every dotted key of a schema (the algo section of every method included)."""
+    """Every dotted key of a schema (for the run schema: every method's ``algo`` keys and ``env.id``)."""
     keys: list[str] = []
     hints = typing.get_type_hints(schema)
     for field in dataclasses.fields(schema):
         if schema is RunConfig and field.name == "algo":
             for module in _algo_registry().values():
                 keys += [k for k in all_keys(module.Config, "algo.") if k not in keys]
+        elif schema is RunConfig and field.name == "env":
+            keys.append("env.id")
         elif dataclasses.is_dataclass(hints[field.name]):
             keys += all_keys(hints[field.name], prefix + field.name + ".")
         else:
@@ -322,8 +397,21 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> li
     return out
 
 
-def help_text() -> str:
-    """Every config key with its type, default and meaning (for ``--help``)."""
+def help_text(path: str | None = None, overrides: Sequence[str] = ()) -> str:
+    """Every config key with its type, default and meaning (for ``--help``).
+
+    With a config file or overrides that choose a method (``algo.name``) or
+    an environment (``env.id``), only their sections are listed; otherwise
+    every method's ``algo`` section and the list of environment ids.
+    """
+    import envs_jax
+
+    try:
+        raw = load_raw(path, overrides)
+    except ConfigError:
+        raw = {}
+    algo_name = (raw.get("algo") or {}).get("name") if isinstance(raw.get("algo"), dict) else None
+    env_id = (raw.get("env") or {}).get("id") if isinstance(raw.get("env"), dict) else None
     lines = [
         "usage: python -m jaxmeta.train config=PATH [key=value ...]",
         "",
@@ -331,12 +419,22 @@ def help_text() -> str:
         "any key of the YAML file (dotted for sections, e.g. algo.learning_rate=1e-3).",
         "A config file may start from another one with base: OTHER.yaml (its keys override the base).",
         "A run_dir that holds checkpoints is resumed. Exit status 2 on a config error.",
+        "Add config=PATH or algo.name=NAME / env.id=ID to --help to see only those sections.",
         "",
     ]
     lines += _help_for(RunConfig, "")
-    for name, module in sorted(_algo_registry().items()):
-        lines += ["", f"algo section when algo.name={name}: {module.__doc__.strip().splitlines()[0]}"]
+    registry = _algo_registry()
+    chosen = {algo_name: registry[algo_name]} if algo_name in registry else dict(sorted(registry.items()))
+    for name, module in chosen.items():
+        lines += ["", f"[algo] when algo.name={name}: {module.__doc__.strip().splitlines()[0]}"]
         lines += _help_for(module.Config, "algo.")
+    if isinstance(env_id, str) and env_id in envs_jax.registered():
+        schema = env_schema(env_id)
+        lines += ["", f"[env] when env.id={env_id}: {schema.__doc__}"]
+        lines += _help_for(schema, "env.")
+    else:
+        lines += ["", "[env] keyed by env.id; add env.id=ID to --help for its keys. Registered ids:"]
+        lines += ["  " + ", ".join(envs_jax.registered())]
     return "\n".join(lines)
 
 
@@ -346,10 +444,10 @@ def _help_for(schema: type, prefix: str) -> list[str]:
     default = schema()
     for field in dataclasses.fields(schema):
         hint = hints[field.name]
-        if schema is RunConfig and field.name == "algo":
+        if schema is RunConfig and field.name in _KEYED_SECTIONS:
             continue
         if dataclasses.is_dataclass(hint):
-            lines += ["", f"[{prefix}{field.name}] {field.metadata.get('help', '')}"]
+            lines += [f"  [{prefix}{field.name}] {field.metadata.get('help', '')}"]
             lines += _help_for(hint, prefix + field.name + ".")
             continue
         meta = field.metadata
@@ -380,9 +478,15 @@ __all__ = [
     "RunConfig",
     "all_keys",
     "diff",
+    "env_schema",
+    "env_settings",
     "from_dict",
     "help_text",
     "load",
+    "load_raw",
+    "migrate_legacy",
+    "needs_env",
     "param",
+    "section",
     "to_dict",
 ]

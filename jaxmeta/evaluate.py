@@ -1,11 +1,12 @@
-"""Command line: ``python -m jaxmeta.evaluate run_dir=PATH [update=N] [eval.KEY=VALUE ...]``.
+"""Command line: ``python -m jaxmeta.evaluate run_dir=PATH [update=N] [algo.eval.KEY=VALUE ...]``.
 
 Evaluates a trained run's checkpoint again (default: the latest) with its own
-config and any ``eval.*`` overrides, e.g. ``eval.greedy=true`` to act with the
-most likely action instead of sampling, or more held-out tasks. Prints the
-per-episode table and writes ``run_dir/eval_<tag>.json`` (tag from the
-overrides, e.g. ``eval_greedy-true_u800.json``). A bad argument prints one line
-and exits with status 2.
+config and any overrides of the method's evaluation settings (``algo.eval.*``),
+e.g. ``algo.eval.greedy=true`` to act with the most likely action instead of
+sampling, or more held-out tasks. Prints the method's table and writes
+``run_dir/eval_<tag>.json`` (tag from the overrides, e.g.
+``eval_greedy-true_u800.json``). A bad argument prints one line and exits with
+status 2.
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 update = int(value) if value.isdigit() else None
                 if update is None:
                     raise ConfigError(f"update must be a non-negative integer, got {value!r}")
-            elif key.startswith("eval."):
+            elif key.startswith("algo.eval."):
                 overrides.append(arg)
+            elif key.startswith("eval."):  # the spelling before evaluation settings moved into algo
+                overrides.append("algo." + arg)
             else:
-                raise ConfigError(f"only run_dir, update and eval.* may be given, got {key!r}")
+                raise ConfigError(f"only run_dir, update and algo.eval.* may be given, got {key!r}")
         if run_dir is None:
             raise ConfigError("run_dir=PATH is required (a directory written by jaxmeta.train)")
         if not (run_dir / "config.yaml").is_file():
@@ -51,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    tag = "_".join(o.removeprefix("eval.").replace("=", "-") for o in overrides) or "default"
+    tag = "_".join(o.removeprefix("algo.eval.").replace("=", "-") for o in overrides) or "default"
     out = run_dir / f"eval_{tag}_u{summary['checkpoint_update']}.json"
     out.write_text(json.dumps(summary, indent=2))
     print(format_summary(summary, str(run_dir)))

@@ -3,24 +3,33 @@
 ``run(cfg)`` trains ``cfg.seeds`` seeds at once: the method's ``init`` and a
 chunk of ``cfg.chunk_size`` ``update`` calls run over a leading seed axis
 that is sharded over a device mesh (``shard_map``) and vectorised on each
-device (``vmap``), so one device, several local devices or several hosts
-(``jax.distributed``) run the same code. Between chunks the host appends
-metrics to ``metrics.jsonl``, evaluates, and saves an orbax checkpoint. Chunks always have the same length,
-so a run resumed from a checkpoint replays exactly the same compiled program
-and ends bit-identical (on CPU) to an uninterrupted one.
+device (``vmap``), so one device, several local devices or several
+processes (``jax.distributed``) run the same code. A method that cannot be
+vmapped (it steps a host environment through callbacks) runs its seeds one
+after another instead, the same compiled chunk for each. Between chunks the
+host appends metrics to ``metrics.jsonl``, evaluates, and saves an orbax
+checkpoint. Chunks always have the same length, so a run resumed from a
+checkpoint replays exactly the same compiled program and ends bit-identical
+(on CPU) to an uninterrupted one (for a host environment: up to that
+environment's own determinism, since its state lives outside the checkpoint).
+
+The runner names no method and no environment: what it prints and draws
+beyond the generic learning curves comes from the method's ``Algo.report``.
 
 Run directory::
 
     config.yaml       resolved configuration (every key, defaults included)
     metrics.jsonl     one JSON object per (update, seed): kind "train" or "eval"
     checkpoints/      orbax checkpoints of the seed-batched train state
-    plots/*.png       learning curves; per-episode return next to the optimum
-    summary.json      final evaluation, wall time, compile time, devices
+    plots/*.png       learning curves, and the method's own figures
+    summary.json      final evaluation, references, wall time, compile time, devices
+    .lock             held while a run writes here (a second run is refused)
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -38,11 +47,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-import envs_jax
-from jaxmeta import algos
+from jaxmeta import algos, seeding
 from jaxmeta.config import RESUMABLE_CHANGES, ConfigError, RunConfig, diff, to_dict
-
-EVAL_KEY_OFFSET = 1_000_003  # keeps evaluation keys apart from training keys
 
 
 class TrainingDiverged(RuntimeError):
@@ -50,7 +56,11 @@ class TrainingDiverged(RuntimeError):
 
 
 def seed_mesh(num_seeds: int) -> Mesh:
-    """A 1-D mesh over as many devices as evenly divide the seeds."""
+    """A 1-D mesh over as many devices as evenly divide the seeds.
+
+    (A seed count no device count divides, e.g. a prime above the number of
+    devices, runs on fewer devices; the log line says how many.)
+    """
     devices = jax.devices()
     used = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
     return Mesh(np.array(devices[:used]), ("seeds",))
@@ -68,72 +78,139 @@ def over_seeds(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
     return jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
 
 
-def _seeded_algo(cfg: RunConfig) -> tuple[Any, Mesh, NamedSharding, jax.Array]:
-    """The method, the seed mesh and sharding, and the per-seed training keys."""
-    algo = algos.REGISTRY[cfg.algo.name].make(cfg)
-    mesh = seed_mesh(cfg.seeds)
-    sharding = NamedSharding(mesh, PartitionSpec("seeds"))
-    seed_keys = jnp.stack([jax.random.PRNGKey(cfg.seed + i) for i in range(cfg.seeds)])
-    return algo, mesh, sharding, seed_keys
+def seed_keys(cfg: RunConfig) -> np.ndarray:
+    """The per-seed training keys ``[seeds, 2]`` (seed ``cfg.seed + i``)."""
+    return np.stack([np.asarray(seeding.training_key(cfg.seed + i)) for i in range(cfg.seeds)])
 
 
-def eval_keys(cfg: RunConfig, update: int) -> jax.Array:
-    """The per-seed keys ``[seeds]`` a run evaluates with at ``update``: the same settings and keys
+def eval_keys(cfg: RunConfig, update: int) -> np.ndarray:
+    """The per-seed keys ``[seeds, 2]`` a run evaluates with at ``update``: the same settings and keys
     reproduce that evaluation exactly (e.g. to look into it further)."""
-    eval_base_keys = jnp.stack([jax.random.PRNGKey(cfg.seed + i + EVAL_KEY_OFFSET) for i in range(cfg.seeds)])
-    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_base_keys, update)
+    return np.stack([np.asarray(seeding.evaluation_key(cfg.seed + i, update)) for i in range(cfg.seeds)])
+
+
+def runs_on_host(cfg: RunConfig) -> bool:
+    """Whether the run's environment is stepped on the host (callbacks): then its seeds cannot be vmapped."""
+    import envs_jax
+
+    return cfg.env is not None and envs_jax.entry(cfg.env.id).host
+
+
+class _Seeds:
+    """How a run's seeds execute: vmapped and sharded over a mesh, or one after another."""
+
+    def __init__(self, algo: Any, cfg: RunConfig) -> None:
+        self.algo, self.cfg = algo, cfg
+        self.vmapped = algo.vmappable and not runs_on_host(cfg)
+        self.mesh = seed_mesh(cfg.seeds) if self.vmapped else Mesh(np.array(jax.devices()[:1]), ("seeds",))
+        # One device holds every seed of a method run seed by seed.
+        self.sharding = NamedSharding(self.mesh, PartitionSpec("seeds"))
+
+    @property
+    def devices(self) -> list[str]:
+        return [str(d) for d in self.mesh.devices.flat]
+
+    def put(self, host: np.ndarray) -> jax.Array:
+        """A host array with a leading seed axis, laid out over the mesh (every process passes the same)."""
+        if not self.vmapped:
+            return jnp.asarray(host)
+        return jax.make_array_from_callback(host.shape, self.sharding, lambda index: host[index])
+
+    def chunk(self, length: int) -> Callable[[Any], tuple[Any, Any]]:
+        def chunk(state: Any) -> tuple[Any, Any]:
+            return jax.lax.scan(lambda s, _: self.algo.update(s), state, None, length=length)
+
+        return chunk
+
+    def compile(self, fn: Callable[..., Any], *args: Any) -> Callable[..., Any]:
+        """``fn`` over the seed axis, compiled for ``args`` (which carry the seed axis)."""
+        if self.vmapped:
+            sharding = self.sharding
+            jitted = jax.jit(over_seeds(fn, self.mesh), in_shardings=sharding, out_shardings=sharding)
+            return jitted.lower(*args).compile()
+        one = jax.jit(fn).lower(*(jax.tree.map(lambda x: x[0], a) for a in args)).compile()
+
+        def each_seed(*batched: Any) -> Any:
+            outs = [
+                one(*(jax.tree.map(lambda x, i=i: x[i], a) for a in batched)) for i in range(self.cfg.seeds)
+            ]
+            return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+
+        return each_seed
+
+    def init_shapes(self) -> Any:
+        """The seed-batched train state's structure, shapes, dtypes and shardings, without running init."""
+        keys = jax.ShapeDtypeStruct((self.cfg.seeds, 2), jnp.uint32)
+        shapes = jax.eval_shape(jax.vmap(self.algo.init), keys)
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.sharding), shapes)
 
 
 def run(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
-    """Train, evaluate, checkpoint and plot one configuration; returns the summary."""
+    """Train, evaluate, checkpoint and plot one configuration; returns the summary.
+
+    A finished run (its ``summary.json`` covers ``num_updates``) is not run
+    again: its summary is returned and its files are left as they are.
+    """
     run_dir = Path(cfg.run_dir)
-    start_update = _check_run_dir(cfg, run_dir)  # raises ConfigError before anything is written
     is_writer = jax.process_index() == 0
+    _check_writable(run_dir)
+    _check_run_dir(cfg, run_dir)  # raises ConfigError before anything is written
+    with _run_lock(run_dir, is_writer):
+        start_update, finished = _check_run_dir(cfg, run_dir)  # again: another run may have written meanwhile
+        if finished is not None:
+            log(f"{run_dir} holds a finished run of {cfg.num_updates} updates; nothing to do.")
+            return finished
+        return _train(cfg, run_dir, start_update, is_writer, log)
+
+
+def _train(cfg: RunConfig, run_dir: Path, start_update: int, is_writer: bool, log: Any) -> dict[str, Any]:
     t_start = time.perf_counter()
-
-    algo, mesh, sharding, seed_keys = _seeded_algo(cfg)
-
-    init_fn = jax.jit(over_seeds(algo.init, mesh), out_shardings=sharding)
-    state = init_fn(jax.device_put(seed_keys, sharding))
-
-    def chunk(state: Any) -> tuple[Any, Any]:
-        return jax.lax.scan(lambda s, _: algo.update(s), state, None, length=cfg.chunk_size)
+    algo = algos.REGISTRY[cfg.algo.name].make(cfg)
+    seeds = _Seeds(algo, cfg)
+    checkpoints = _checkpoint_manager(run_dir / "checkpoints", cfg.keep_checkpoints)
+    if start_update > 0:
+        state, start_update = _restore_latest(checkpoints, run_dir, seeds.init_shapes(), start_update, log)
+        log(f"Resuming {run_dir} from the checkpoint at update {start_update}.")
+        if not seeds.vmapped:
+            log(
+                "(A host environment's own state is not in the checkpoint: it restarts, so the resumed run "
+                "equals an uninterrupted one only as far as that environment is deterministic.)"
+            )
+    else:
+        init_fn = seeds.compile(algo.init, seeds.put(seed_keys(cfg)))
+        state = init_fn(seeds.put(seed_keys(cfg)))
 
     t_compile = time.perf_counter()
-    chunk_fn = (
-        jax.jit(over_seeds(chunk, mesh), in_shardings=sharding, out_shardings=sharding).lower(state).compile()
-    )
-    eval_fn = (
-        jax.jit(over_seeds(algo.evaluate, mesh), in_shardings=sharding, out_shardings=sharding)
-        .lower(state, jax.device_put(eval_keys(cfg, 0), sharding))
-        .compile()
-    )
+    chunk_fn = seeds.compile(seeds.chunk(cfg.chunk_size), state)
+    eval_fn = seeds.compile(algo.evaluate, state, seeds.put(eval_keys(cfg, 0)))
     compile_s = time.perf_counter() - t_compile
 
     if is_writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    checkpoints = _checkpoint_manager(run_dir / "checkpoints", cfg.keep_checkpoints)
-    if start_update > 0:
-        state = checkpoints.restore(start_update, args=_ocp().args.StandardRestore(state))
-        log(f"Resuming {run_dir} from the checkpoint at update {start_update}.")
     metrics_path = run_dir / "metrics.jsonl"
     if is_writer:
         _truncate_metrics(metrics_path, start_update)
 
     def eval_at(state: Any, update: int) -> dict[str, np.ndarray]:
-        keys = eval_keys(cfg, update)
-        return _to_host(eval_fn(state, jax.device_put(keys, sharding)))
+        return _to_host(eval_fn(state, seeds.put(eval_keys(cfg, update))))
 
+    report = algo.report
     last_eval: dict[str, np.ndarray] | None = None
     last_train: dict[str, np.ndarray] = {}
+    first_samples: np.ndarray | None = None
     train_s = 0.0
     updates_done = start_update
+    env_name = cfg.env.id if cfg.env is not None else "no environment"
+    how = (
+        f"on {seeds.mesh.devices.size} {jax.default_backend()} device(s)"
+        if seeds.vmapped
+        else "one seed after another (its environment runs on the host and cannot be vmapped)"
+    )
+    describe = f" of {report.describe}" if report.describe else ""
     log(
-        f"Training {cfg.algo.name} on {cfg.env.id} (X={cfg.env.num_blocks}, W={cfg.env.size}): "
-        f"{cfg.seeds} seed(s) x {cfg.num_updates} updates of {cfg.trial.batch_size} trials x "
-        f"{cfg.trial.num_steps} steps, on {mesh.devices.size} {jax.default_backend()} device(s); "
-        f"compiled in {compile_s:.1f} s."
+        f"Training {cfg.algo.name} on {env_name}: {cfg.seeds} seed(s) x {cfg.num_updates} updates"
+        f"{describe}, {how}; compiled in {compile_s:.1f} s."
     )
     progress = tqdm(
         total=cfg.num_updates,
@@ -157,8 +234,13 @@ def run(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
                 _check_finite(host_metrics, updates, cfg.seed, checkpoints, run_dir)
                 state, updates_done = new_state, updates[-1]
                 _write_rows(metrics_file, "train", updates, host_metrics)
+                if report.samples in host_metrics and first_samples is None:
+                    # Samples before this chunk: the first update's count less one update's worth.
+                    counts = host_metrics[report.samples].astype(np.float64)
+                    per_update = counts[:, 1] - counts[:, 0] if counts.shape[1] > 1 else counts[:, 0]
+                    first_samples = counts[:, 0] - per_update
                 last_train = {k: v[:, -1] for k, v in host_metrics.items()}
-                if updates_done % cfg.eval.every == 0 or updates_done == cfg.num_updates:
+                if updates_done % cfg.eval_every == 0 or updates_done == cfg.num_updates:
                     last_eval = eval_at(state, updates_done)
                     _write_rows(metrics_file, "eval", [updates_done], _add_chunk_axis(last_eval))
                 metrics_file.flush()
@@ -166,35 +248,37 @@ def run(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
                     _check_state_finite(state, updates_done, checkpoints, run_dir)
                     checkpoints.save(updates_done, args=_ocp().args.StandardSave(state))
                 progress.update(cfg.chunk_size)
-                progress.set_postfix(_postfix(last_train, last_eval), refresh=False)
+                progress.set_postfix(_postfix(report, last_train, last_eval), refresh=False)
     finally:
         progress.close()
-        checkpoints.wait_until_finished()
-        checkpoints.close()
+        _close_quietly(checkpoints)
 
     if last_eval is None:  # resumed at the very end: evaluate once more for the summary
         last_eval = eval_at(state, updates_done)
-    summary = _summary(
-        cfg,
-        last_eval,
-        last_train,
-        time.perf_counter() - t_start,
-        compile_s,
-        train_s,
-        updates_done - start_update,
-        mesh,
+    samples_per_s = None
+    if first_samples is not None and train_s > 0:
+        samples_per_s = float(np.sum(last_train[report.samples] - first_samples) / train_s)
+    summary = _summary(cfg, last_eval, last_train, time.perf_counter() - t_start, compile_s, train_s)
+    summary.update(
+        updates_run=updates_done - start_update,
+        samples=report.samples,
+        samples_per_s=samples_per_s,
+        devices=seeds.devices,
+        seeds_vmapped=seeds.vmapped,
+        references=_json_ready(report.references()),
     )
+    summary["report"] = report.lines(summary)
     if is_writer:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         if cfg.plots:
             from jaxmeta import plots
 
-            plots.plot_run(run_dir)
+            plots.plot_run(run_dir, report)
     return summary
 
 
 def evaluate_checkpoint(cfg: RunConfig, update: int | None = None) -> dict[str, Any]:
-    """Evaluate a trained run's checkpoint again, e.g. with other ``eval.*`` settings.
+    """Evaluate a trained run's checkpoint again, e.g. with other ``algo.eval.*`` settings.
 
     ``cfg`` is the run's config (``run_dir/config.yaml``) with any overrides;
     ``update`` picks the checkpoint (default: the latest). Returns a summary
@@ -207,47 +291,101 @@ def evaluate_checkpoint(cfg: RunConfig, update: int | None = None) -> dict[str, 
     if update is None or not (run_dir / "checkpoints" / str(update)).is_dir():
         raise ConfigError(f"no checkpoint{'' if update is None else f' at update {update}'} in {run_dir}")
     t_start = time.perf_counter()
-    algo, mesh, sharding, seed_keys = _seeded_algo(cfg)
-    # The state's structure and shardings, without computing it.
-    shapes = jax.eval_shape(over_seeds(algo.init, mesh), seed_keys)
-    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+    algo = algos.REGISTRY[cfg.algo.name].make(cfg)
+    seeds = _Seeds(algo, cfg)
     checkpoints = _checkpoint_manager(run_dir / "checkpoints", cfg.keep_checkpoints)
     try:
-        state = checkpoints.restore(update, args=_ocp().args.StandardRestore(target))
+        state = checkpoints.restore(update, args=_ocp().args.StandardRestore(seeds.init_shapes()))
     finally:
         checkpoints.close()
-    keys = eval_keys(cfg, update)
-    eval_fn = jax.jit(over_seeds(algo.evaluate, mesh), in_shardings=sharding, out_shardings=sharding)
+    keys = seeds.put(eval_keys(cfg, update))
     t_compile = time.perf_counter()
-    compiled = eval_fn.lower(state, jax.device_put(keys, sharding)).compile()
+    compiled = seeds.compile(algo.evaluate, state, keys)
     compile_s = time.perf_counter() - t_compile
     t_eval = time.perf_counter()
-    evaluation = _to_host(compiled(state, jax.device_put(keys, sharding)))
+    evaluation = _to_host(compiled(state, keys))
     eval_s = time.perf_counter() - t_eval
-    summary = _summary(cfg, evaluation, {}, time.perf_counter() - t_start, compile_s, 0.0, 0, mesh)
-    summary.update(checkpoint_update=update, eval_s=eval_s, eval_settings=to_dict(cfg)["eval"])
+    summary = _summary(cfg, evaluation, {}, time.perf_counter() - t_start, compile_s, 0.0)
+    summary.update(
+        checkpoint_update=update,
+        eval_s=eval_s,
+        devices=seeds.devices,
+        references=_json_ready(algo.report.references()),
+        eval_settings=_json_ready(to_dict(cfg)["algo"].get("eval")),
+    )
+    summary["report"] = algo.report.lines(summary)
     return summary
 
 
 # ----------------------------------------------------------------------------- run directory
-def _check_run_dir(cfg: RunConfig, run_dir: Path) -> int:
-    """The update to resume from (0 for a fresh run); refuses to clobber another run."""
+@contextlib.contextmanager
+def _run_lock(run_dir: Path, is_writer: bool) -> Iterator[None]:
+    """Hold ``run_dir/.lock`` for the run; a second run into the same directory is refused in one line."""
+    if not is_writer:
+        yield
+        return
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = run_dir / ".lock"
+    handle = lock_path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                raise ConfigError(
+                    f"run_dir {run_dir} is in use by another run (it holds {lock_path}); "
+                    "wait for it or choose another run_dir"
+                ) from None
+            raise
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def _check_writable(run_dir: Path) -> None:
+    """A ``ConfigError`` now, before compiling, if ``run_dir`` cannot hold a run."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run_dir {run_dir} exists and is not a directory; choose another run_dir")
+    parent = run_dir
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"run_dir {run_dir} cannot be written ({parent} is not a writable directory)")
+
+
+def _check_run_dir(cfg: RunConfig, run_dir: Path) -> tuple[int, dict[str, Any] | None]:
+    """``(update to resume from, summary if the run is finished)``; refuses to clobber another run.
+
+    ``run_dir`` is compared by what it names on disk: ``./runs/x``,
+    ``runs/x/`` and an absolute spelling are the same run, and a moved or
+    copied run directory resumes where it is.
+    """
     saved_cfg = run_dir / "config.yaml"
     latest = _latest_checkpoint(run_dir / "checkpoints")
     if saved_cfg.exists():
         old = yaml.safe_load(saved_cfg.read_text()) or {}
+        from jaxmeta.config import migrate_legacy
+
+        old = migrate_legacy(old)
         changed = [k for k in diff(old, to_dict(cfg)) if k not in RESUMABLE_CHANGES]
-        if changed:
+        if changed and latest is not None:
             raise ConfigError(
                 f"run_dir {run_dir} holds a run with a different config ({', '.join(changed[:3])} differ); "
                 "choose another run_dir or delete that one"
             )
-    elif run_dir.exists() and any(run_dir.iterdir()):
+        # No checkpoint yet: that run stopped before saving anything; this config replaces it.
+    elif run_dir.exists() and any(p.name != ".lock" for p in run_dir.iterdir()):
         raise ConfigError(
             f"run_dir {run_dir} exists and is not a jaxmeta run directory; choose another run_dir"
         )
     if latest is None:
-        return 0
+        return 0, None
     if not cfg.resume:
         raise ConfigError(
             f"run_dir {run_dir} already holds checkpoints (latest update {latest}); "
@@ -257,7 +395,15 @@ def _check_run_dir(cfg: RunConfig, run_dir: Path) -> int:
         raise ConfigError(
             f"num_updates={cfg.num_updates} is below the checkpoint at update {latest} in {run_dir}"
         )
-    return latest
+    summary_path = run_dir / "summary.json"
+    if latest == cfg.num_updates and summary_path.exists():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except (OSError, ValueError):
+            summary = None
+        if summary is not None and summary.get("num_updates") == cfg.num_updates:
+            return latest, summary
+    return latest, None
 
 
 def _ocp() -> Any:
@@ -272,12 +418,41 @@ def _checkpoint_manager(directory: Path, keep: int) -> Any:
     return ocp.CheckpointManager(directory.absolute(), options=options)
 
 
+def _close_quietly(checkpoints: Any) -> None:
+    """Finish a pending save and close, even while an interrupt is being handled."""
+    with contextlib.suppress(BaseException):  # an interrupted save must not mask the interrupt
+        checkpoints.wait_until_finished()
+    with contextlib.suppress(BaseException):
+        checkpoints.close()
+
+
 def _latest_checkpoint(directory: Path) -> int | None:
     """Latest finalised checkpoint step; half-written saves (orbax temp dirs) are ignored."""
+    steps = _checkpoint_steps(directory)
+    return steps[-1] if steps else None
+
+
+def _checkpoint_steps(directory: Path) -> list[int]:
     if not directory.is_dir():
-        return None
-    steps = [int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit()]
-    return max(steps) if steps else None
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _restore_latest(checkpoints: Any, run_dir: Path, target: Any, latest: int, log: Any) -> tuple[Any, int]:
+    """The newest checkpoint that restores; a corrupt one is skipped with a one-line warning."""
+    ocp = _ocp()
+    for step in reversed([s for s in _checkpoint_steps(run_dir / "checkpoints") if s <= latest]):
+        try:
+            return checkpoints.restore(step, args=ocp.args.StandardRestore(target)), step
+        except Exception as err:
+            reason = " ".join(str(err).split())[:160]
+            log(
+                f"warning: the checkpoint at update {step} in {run_dir} cannot be read ({reason}); "
+                "trying the previous one."
+            )
+    raise ConfigError(
+        f"no checkpoint in {run_dir / 'checkpoints'} can be read; delete the run_dir to start over"
+    )
 
 
 def _truncate_metrics(path: Path, last_update: int) -> None:
@@ -332,6 +507,17 @@ def _scalar(x: np.ndarray) -> Any:
     return value if not isinstance(value, float) or math.isfinite(value) else str(value)
 
 
+def _json_ready(tree: Any) -> Any:
+    """Arrays as lists, numpy scalars as Python numbers (for summary.json)."""
+    if isinstance(tree, dict):
+        return {str(k): _json_ready(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_json_ready(v) for v in tree]
+    if hasattr(tree, "tolist"):
+        return np.asarray(tree).tolist()
+    return tree
+
+
 def _check_finite(
     metrics: dict[str, np.ndarray], updates: list[int], first_seed: int, checkpoints: Any, run_dir: Path
 ) -> None:
@@ -363,13 +549,15 @@ def _kept(checkpoints: Any, run_dir: Path) -> str:
     return f"The last good checkpoint (update {latest}) is kept in {run_dir / 'checkpoints'}."
 
 
-def _postfix(train: dict[str, np.ndarray], evaluation: dict[str, np.ndarray] | None) -> dict[str, str]:
+def _postfix(
+    report: Any, train: dict[str, np.ndarray], evaluation: dict[str, np.ndarray] | None
+) -> dict[str, str]:
     out = {}
-    for key, label in (("loss", "loss"), ("accuracy", "acc"), ("train/return_per_episode", "ret")):
+    for label, key in report.progress:
         if key in train:
             out[label] = f"{float(np.mean(train[key])):.3f}"
-    if evaluation is not None and "eval/total_return" in evaluation:
-        out["eval"] = f"{float(np.mean(evaluation['eval/total_return'])):.2f}"
+    if evaluation is not None and report.headline in evaluation:
+        out["eval"] = f"{float(np.mean(evaluation[report.headline])):.2f}"
     return out
 
 
@@ -380,8 +568,6 @@ def _summary(
     wall_s: float,
     compile_s: float,
     train_s: float,
-    updates_run: int,
-    mesh: Mesh,
 ) -> dict[str, Any]:
     def mean_std(x: np.ndarray) -> dict[str, Any]:
         return {
@@ -390,36 +576,27 @@ def _summary(
             "per_seed": np.asarray(x).tolist(),
         }
 
-    env_steps = updates_run * cfg.trial.batch_size * cfg.trial.num_steps * cfg.seeds
     return {
         "name": cfg.name,
         "algo": cfg.algo.name,
-        "env": cfg.env.id,
-        "num_blocks": cfg.env.num_blocks,
+        "env": cfg.env.id if cfg.env is not None else None,
         "seeds": cfg.seeds,
         "num_updates": cfg.num_updates,
         "eval": {k.removeprefix("eval/"): mean_std(v) for k, v in last_eval.items()},
         "final_train": {k: mean_std(v) for k, v in last_train.items()},
-        "optimal_episode_return": envs_jax.optimal_returns(cfg.env.num_blocks, cfg.eval.episodes).tolist(),
         "wall_time_s": wall_s,
         "compile_s": compile_s,
         "train_s": train_s,
-        "updates_run": updates_run,
-        "train_env_steps_per_s": env_steps / train_s if train_s > 0 else None,
-        "devices": [str(d) for d in mesh.devices.flat],
         "backend": jax.default_backend(),
         "jax_version": jax.__version__,
         "cpu_count": os.cpu_count(),
+        "processes": jax.process_count(),
     }
 
 
 def format_summary(summary: dict[str, Any], run_dir: str) -> str:
-    """A short human-readable report of a finished run."""
-    ev = summary["eval"]
-    k = len(summary["optimal_episode_return"])
-    header = "  episode        " + "".join(f"{i + 1:>8d}" for i in range(k)) + "     total"
-    mean, std = np.array(ev["episode_return"]["mean"]), np.array(ev["episode_return"]["std"])
-    optimal = np.array(summary["optimal_episode_return"])
+    """A short human-readable report of a finished run: a generic first line, then the method's
+    table (``summary["report"]``, written by the method's ``Report.lines``)."""
     if "checkpoint_update" in summary:
         first = (
             f"Evaluated the checkpoint at update {summary['checkpoint_update']} x {summary['seeds']} "
@@ -427,31 +604,14 @@ def format_summary(summary: dict[str, Any], run_dir: str) -> str:
         )
     else:
         first = (
-            f"Finished {summary['updates_run']} updates x {summary['seeds']} seed(s) in "
-            f"{summary['wall_time_s']:.0f} s (compile {summary['compile_s']:.0f} s)."
+            f"Finished {summary.get('updates_run', summary['num_updates'])} updates x {summary['seeds']} "
+            f"seed(s) in {summary['wall_time_s']:.0f} s (compile {summary['compile_s']:.0f} s)."
         )
-    lines = [
-        first,
-        f"Held-out tasks, return per episode of a {k}-episode trial (mean over tasks, "
-        f"mean +- std over seeds; +1 goal, -1 trap):",
-        header,
-        "  agent          " + "".join(f"{m:8.2f}" for m in mean) + f"{mean.sum():10.2f}",
-        "    +- std       " + "".join(f"{s:8.2f}" for s in std),
-        "  Bayes-optimal  " + "".join(f"{o:8.2f}" for o in optimal) + f"{optimal.sum():10.2f}",
-        "  success rate   " + "".join(f"{m:8.0%}" for m in ev["episode_success"]["mean"]),
-    ]
-    train = summary["final_train"]
-    if "loss" in train:
-        lines.append(
-            f"Final imitation loss {train['loss']['mean']:.3f}, "
-            f"agreement with the expert {train['accuracy']['mean']:.0%}."
-        )
-    if summary["algo"] == "bc":
-        ceiling = (2 - summary["num_blocks"]) / summary["num_blocks"]
-        lines.append(
-            f"A memoryless policy cannot remember which block failed: its ceiling is {ceiling:.2f} "
-            "per episode; the gap to the optimum is what memory must close."
-        )
+        if summary.get("samples_per_s"):
+            first += (
+                f" {summary['samples_per_s']:,.0f} {summary['samples'].replace('_', ' ')}/s while training."
+            )
+    lines = [first, *summary.get("report", [])]
     if "checkpoint_update" not in summary:
         lines.append(f"Outputs in {run_dir}: metrics.jsonl, summary.json, plots/, checkpoints/.")
     return "\n".join(lines)

@@ -13,12 +13,21 @@ import sys
 from collections.abc import Sequence
 
 
+def _log(message: str) -> None:
+    import jax
+
+    if jax.process_index() == 0:  # one process speaks for all
+        print(message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help", "help") for a in argv):
         from jaxmeta.config import help_text
 
-        print(help_text())
+        rest = [a for a in argv if a not in ("-h", "--help", "help")]
+        path = next((a.split("=", 1)[1] for a in rest if a.startswith("config=")), None)
+        print(help_text(path, [a for a in rest if not a.startswith("config=") and "=" in a]))
         return 0
     from jaxmeta.config import ConfigError, load
 
@@ -32,21 +41,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         else:
             overrides.append(arg)
+    if os.environ.get("JAXMETA_DISTRIBUTED") == "1":
+        import jax
+
+        # Before anything touches a JAX backend (validating a config may build an environment).
+        jax.distributed.initialize(**_distributed_args())
     try:
         cfg = load(config_path, overrides)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
 
-    if os.environ.get("JAXMETA_DISTRIBUTED") == "1":
-        import jax
-
-        jax.distributed.initialize()  # multi-host: coordinator etc. come from the cluster environment
-
     from jaxmeta.runner import TrainingDiverged, format_summary, run
 
     try:
-        summary = run(cfg)
+        summary = run(cfg, log=_log)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
@@ -59,8 +68,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    print(format_summary(summary, cfg.run_dir))
+    import jax
+
+    if jax.process_index() == 0:
+        print(format_summary(summary, cfg.run_dir))
     return 0
+
+
+def _distributed_args() -> dict[str, int]:
+    """``jax.distributed.initialize``'s process count and index when given by hand.
+
+    On a cluster (SLURM, Open MPI, Kubernetes, ...) JAX reads everything from
+    the cluster's environment and nothing need be set. Elsewhere (e.g. two
+    processes on one machine) set ``JAX_COORDINATOR_ADDRESS=host:port`` and
+    ``JAXMETA_NUM_PROCESSES`` / ``JAXMETA_PROCESS_ID`` in each process.
+    """
+    if "JAXMETA_NUM_PROCESSES" not in os.environ:
+        return {}
+    return {
+        "num_processes": int(os.environ["JAXMETA_NUM_PROCESSES"]),
+        "process_id": int(os.environ["JAXMETA_PROCESS_ID"]),
+    }
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Multi-episode trials: the unit of meta-RL experience.
+"""Multi-episode trials and the adaptation loop: the units of meta-RL experience.
 
 A trial is a fixed number ``T`` of steps on one task. Episodes end on success,
 failure (``terminated``) or timeout (``truncated``) and the environment is
@@ -10,7 +10,7 @@ Reset modes, after an episode ends:
 * ``"same"``: reset to the same task (RL^2, SNAIL; the seed paper's RESET_SAME);
 * ``"diff"``: reset to a task drawn uniformly from the task set (RESET_DIFF).
 
-The policy is a pure function::
+The policy is a pure function of one trial's step::
 
     policy_fn(params, inputs: StepInputs, carry, memory, key) -> (action, carry)
 
@@ -20,19 +20,29 @@ index and the current task id). ``memory`` is passed through unchanged for
 the whole trial (e.g. failure banks, indexed by ``inputs.task_id``); ``carry``
 is the policy's own recurrent state. A memoryless policy ignores both.
 
-One ``lax.scan`` runs the ``T`` steps; :func:`run_trials` vmaps a batch. Works
-for any envs_jax environment with the task interface (``sample_task``,
-``reset_to_task``) and gymnax's ``step_env``/``is_truncated``.
+:func:`run_trials` runs a batch of ``B`` trials in one ``lax.scan`` over the
+``T`` steps; each step calls the policy once per trial (``vmap``) and the
+environments once for the whole batch (``envs_jax.vector``), so a host
+environment, which steps its batch itself, runs trials too. Actions take
+their dtype and shape from the env's action space (discrete or continuous);
+observations may be any pytree.
+
+:func:`run_adaptation` is the test protocol of every method that adapts
+between episodes: episode after episode on the same tasks, with an
+adaptation step in between (a failure-bank write, PPO finetuning, ...).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import struct
+
+from envs_jax.tasks import num_tasks as count_tasks
+from envs_jax.vector import as_batched
 
 RESET_MODES = ("same", "diff")
 
@@ -44,7 +54,7 @@ class StepInputs:
     """What the policy sees at one step of a trial."""
 
     obs: Any
-    prev_action: jax.Array  # int32; 0 at the first step of the trial
+    prev_action: jax.Array  # the action space's dtype and shape; zeros at the first step of the trial
     prev_reward: jax.Array  # float32; 0 at the first step of the trial
     episode_start: jax.Array  # bool: first step of an episode
     episode_index: jax.Array  # int32: episodes completed so far in this trial
@@ -53,14 +63,14 @@ class StepInputs:
 
 @struct.dataclass
 class TrialData:
-    """Per-step record of a trial; every leaf has leading axis ``T``."""
+    """Per-step record of a trial; every leaf has leading axis ``T`` (``[B, T]`` for a batch)."""
 
     obs: Any  # observation the action was chosen on
     next_obs: Any  # observation the action led to (the final one when done, before reset)
     action: jax.Array
     reward: jax.Array
     terminated: jax.Array
-    truncated: jax.Array
+    truncated: jax.Array  # time limit reached without termination (envs_jax.vector.truncation)
     success: jax.Array  # the step reached the goal
     task_id: jax.Array
     episode_index: jax.Array
@@ -100,6 +110,71 @@ class _Carry:
     key: jax.Array
 
 
+def action_spec(env: Any, env_params: Any) -> tuple[tuple[int, ...], Any]:
+    """``(shape, dtype)`` of one action of ``env``: ``((), int32)`` for a discrete space."""
+    space = env.action_space(env_params)
+    return tuple(getattr(space, "shape", ())), jnp.dtype(getattr(space, "dtype", jnp.int32))
+
+
+def run_trials(
+    env: Any,
+    env_params: Any,
+    policy_fn: PolicyFn,
+    policy_params: Any,
+    policy_carry: Any,
+    task_set: Any,
+    task_ids: jax.Array,
+    key: jax.Array,
+    num_steps: int,
+    reset_mode: str = "same",
+    memory: Any = None,
+    max_episodes: int | None = None,
+    record_fn: Callable[[Any], Any] | None = None,
+    params_per_trial: bool = False,
+) -> tuple[TrialData, EpisodeStats, Any]:
+    """A batch of trials of ``num_steps`` steps, trial ``i`` starting on ``task_set[task_ids[i]]``.
+
+    Args:
+      env: an envs_jax environment with the task interface, or a batch of
+        them (``envs_jax.vector``; a host environment's batch must have
+        ``len(task_ids)`` environments).
+      task_set: tasks stacked on a leading axis (e.g. ``envs_jax.make_task_sets``).
+      task_ids: int32 ``[B]``, each trial's first task.
+      key: split into one key per trial; trial ``i`` uses ``split(key, B)[i]``.
+      reset_mode: ``"same"`` or ``"diff"`` (see module docstring).
+      memory: passed to every policy call unchanged.
+      max_episodes: size of the per-episode arrays (default ``num_steps``);
+        episodes beyond it still run but are not counted.
+      record_fn: ``env_state -> pytree`` recorded per step before acting
+        (e.g. ``lambda s: env.expert_action(s, env_params)``).
+      params_per_trial: ``policy_params`` has a leading ``[B]`` axis, one
+        set of parameters per trial (e.g. per-task finetuned copies);
+        otherwise all trials share them.
+
+    Returns:
+      ``(data, episodes, policy_carry)`` with a leading batch axis: per-step
+      :class:`TrialData` ``[B, T, ...]``, per-episode :class:`EpisodeStats`
+      ``[B, E]`` and the policy carry after the last step.
+    """
+    keys = jax.random.split(key, task_ids.shape[0])
+    return _run_batch(
+        env,
+        env_params,
+        policy_fn,
+        policy_params,
+        policy_carry,
+        task_set,
+        task_ids,
+        keys,
+        num_steps,
+        reset_mode,
+        memory,
+        max_episodes,
+        record_fn,
+        params_per_trial,
+    )
+
+
 def run_trial(
     env: Any,
     env_params: Any,
@@ -115,50 +190,82 @@ def run_trial(
     max_episodes: int | None = None,
     record_fn: Callable[[Any], Any] | None = None,
 ) -> tuple[TrialData, EpisodeStats, Any]:
-    """Run one trial of ``num_steps`` steps starting on ``task_set[task_id]``.
+    """One trial of ``num_steps`` steps starting on ``task_set[task_id]`` (``task_id`` an int32 scalar).
 
-    Args:
-      task_set: tasks stacked on a leading axis (e.g. ``envs_jax.make_task_set``).
-      task_id: int32 scalar, the trial's first task.
-      reset_mode: ``"same"`` or ``"diff"`` (see module docstring).
-      memory: passed to every policy call unchanged.
-      max_episodes: size of the per-episode arrays (default ``num_steps``);
-        episodes beyond it still run but are not counted.
-      record_fn: ``env_state -> pytree`` recorded per step before acting
-        (e.g. ``lambda s: env.expert_action(s, env_params)``).
-
-    Returns:
-      ``(data, episodes, policy_carry)``: per-step :class:`TrialData`
-      (leading axis ``num_steps``), per-episode :class:`EpisodeStats` and the
-      policy carry after the last step.
+    The same as :func:`run_trials` for a batch of one trial that uses ``key``
+    itself; outputs have no batch axis.
     """
+    task_ids = jnp.asarray(task_id, jnp.int32)[None]
+    out = _run_batch(
+        env,
+        env_params,
+        policy_fn,
+        policy_params,
+        policy_carry,
+        task_set,
+        task_ids,
+        key[None],
+        num_steps,
+        reset_mode,
+        memory,
+        max_episodes,
+        record_fn,
+        False,
+    )
+    return jax.tree.map(lambda x: x[0], out)
+
+
+def _run_batch(
+    env: Any,
+    env_params: Any,
+    policy_fn: PolicyFn,
+    policy_params: Any,
+    policy_carry: Any,
+    task_set: Any,
+    task_ids: jax.Array,
+    keys: jax.Array,
+    num_steps: int,
+    reset_mode: str,
+    memory: Any,
+    max_episodes: int | None,
+    record_fn: Callable[[Any], Any] | None,
+    params_per_trial: bool,
+) -> tuple[TrialData, EpisodeStats, Any]:
     if reset_mode not in RESET_MODES:
         raise ValueError(f"reset_mode must be one of {RESET_MODES}, got {reset_mode!r}")
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     max_episodes = num_steps if max_episodes is None else max_episodes
-    num_tasks = jax.tree.leaves(task_set)[0].shape[0]
-    task_id = jnp.asarray(task_id, jnp.int32)
+    batch_env = as_batched(env)
+    num_trials = task_ids.shape[0]
+    num_tasks = count_tasks(task_set)
+    action_shape, action_dtype = action_spec(batch_env, env_params)
+    task_ids = jnp.asarray(task_ids, jnp.int32)
 
     def task_at(index: jax.Array) -> Any:
         return jax.tree.map(lambda leaf: leaf[index], task_set)
 
-    key, reset_key = jax.random.split(key)
-    obs, env_state = env.reset_to_task(reset_key, task_at(task_id), env_params)
+    def split(keys: jax.Array, num: int) -> tuple[jax.Array, ...]:
+        parts = jax.vmap(lambda k: jax.random.split(k, num))(keys)
+        return tuple(parts[:, i] for i in range(num))
+
+    keys, reset_keys = split(keys, 2)
+    obs, env_state = batch_env.reset(reset_keys, env_params, task_at(task_ids))
     init = _Carry(
         env_state=env_state,
         obs=obs,
-        policy_carry=policy_carry,
-        prev_action=jnp.zeros((), jnp.int32),
-        prev_reward=jnp.zeros((), jnp.float32),
-        episode_start=jnp.ones((), bool),
-        episode_index=jnp.zeros((), jnp.int32),
-        task_id=task_id,
-        key=key,
+        policy_carry=jax.tree.map(lambda x: jnp.broadcast_to(x, (num_trials, *jnp.shape(x))), policy_carry),
+        prev_action=jnp.zeros((num_trials, *action_shape), action_dtype),
+        prev_reward=jnp.zeros((num_trials,), jnp.float32),
+        episode_start=jnp.ones((num_trials,), bool),
+        episode_index=jnp.zeros((num_trials,), jnp.int32),
+        task_id=task_ids,
+        key=keys,
     )
+    act = jax.vmap(policy_fn, in_axes=(0 if params_per_trial else None, 0, 0, None, 0))
 
     def _env_step(carry: _Carry, _: None) -> tuple[_Carry, TrialData]:
-        key, policy_key, step_key, task_key, reset_key = jax.random.split(carry.key, 5)
+        key, policy_key, step_key, task_key, reset_key = split(carry.key, 5)
         inputs = StepInputs(
             obs=carry.obs,
             prev_action=carry.prev_action,
@@ -167,25 +274,31 @@ def run_trial(
             episode_index=carry.episode_index,
             task_id=carry.task_id,
         )
-        extras = None if record_fn is None else record_fn(carry.env_state)
-        action, policy_carry = policy_fn(policy_params, inputs, carry.policy_carry, memory, policy_key)
-        action = jnp.asarray(action, jnp.int32)
-        next_obs, next_state, reward, terminated, info = env.step_env(
+        extras = None if record_fn is None else jax.vmap(record_fn)(carry.env_state)
+        action, policy_carry = act(policy_params, inputs, carry.policy_carry, memory, policy_key)
+        action = jnp.asarray(action, action_dtype)
+        if action.shape != (num_trials, *action_shape):
+            raise ValueError(
+                f"the policy returned actions of shape {action.shape[1:]}; the env's action space has "
+                f"shape {action_shape}"
+            )
+        next_obs, next_state, reward, terminated, truncated, info = batch_env.step(
             step_key, carry.env_state, action, env_params
         )
-        truncated = jnp.logical_and(env.is_truncated(next_state, env_params), ~terminated)
         done = terminated | truncated
-        success = info.get("success", jnp.logical_and(terminated, reward > 0))
+        success = info["success"] if "success" in info else jnp.logical_and(terminated, reward > 0)
 
         if reset_mode == "diff":
-            drawn = jax.random.randint(task_key, (), 0, num_tasks, jnp.int32)
+            drawn = jax.vmap(lambda k: jax.random.randint(k, (), 0, num_tasks, jnp.int32))(task_key)
             next_task_id = jnp.where(done, drawn, carry.task_id)
         else:
             next_task_id = carry.task_id
-        reset_obs, reset_state = env.reset_to_task(reset_key, task_at(next_task_id), env_params)
+        obs, state = batch_env.reset_where(
+            done, reset_key, next_obs, next_state, env_params, task_at(next_task_id)
+        )
         new_carry = _Carry(
-            env_state=_select(done, reset_state, next_state),
-            obs=_select(done, reset_obs, next_obs),
+            env_state=state,
+            obs=obs,
             policy_carry=policy_carry,
             prev_action=action,
             prev_reward=jnp.asarray(reward, jnp.float32),
@@ -209,7 +322,9 @@ def run_trial(
         return new_carry, record
 
     final, data = jax.lax.scan(_env_step, init, None, length=num_steps)
-    return data, episode_stats(data, max_episodes), final.policy_carry
+    data = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), data)  # [T, B, ...] -> [B, T, ...]
+    episodes = jax.vmap(episode_stats, in_axes=(0, None))(data, max_episodes)
+    return data, episodes, final.policy_carry
 
 
 def episode_stats(data: TrialData, max_episodes: int) -> EpisodeStats:
@@ -230,50 +345,79 @@ def episode_stats(data: TrialData, max_episodes: int) -> EpisodeStats:
     )
 
 
-def run_trials(
+# ----------------------------------------------------------------------------- adaptation
+class Adaptation(NamedTuple):
+    """What :func:`run_adaptation` returns; ``K`` episodes on each of ``M`` tasks."""
+
+    returns: jax.Array  # float32 [K, M]
+    success: jax.Array  # bool [K, M]
+    state: Any  # the adaptation state after the last adaptation step
+    stats: Any  # adapt's statistics of each episode, leaves [K, ...]
+    observed: Any  # observe(state) before each episode, leaves [K, ...]; None without observe
+    data: Any  # each episode's TrialData [K, M, T, ...] when keep_data, else None
+
+
+def run_adaptation(
     env: Any,
     env_params: Any,
     policy_fn: PolicyFn,
-    policy_params: Any,
-    policy_carry: Any,
-    task_set: Any,
-    task_ids: jax.Array,
+    tasks: Any,
     key: jax.Array,
-    num_steps: int,
-    reset_mode: str = "same",
-    memory: Any = None,
-    max_episodes: int | None = None,
-    record_fn: Callable[[Any], Any] | None = None,
-) -> tuple[TrialData, EpisodeStats, Any]:
-    """:func:`run_trial` for a batch of trials (``task_ids`` of shape ``[B]``).
+    num_episodes: int,
+    state: Any,
+    act: Callable[[Any], tuple[Any, Any]],
+    adapt: Callable[[Any, TrialData, EpisodeStats], tuple[Any, Any]],
+    policy_carry: Any = None,
+    params_per_task: bool = False,
+    episode_steps: int | None = None,
+    observe: Callable[[Any], Any] | None = None,
+    keep_data: bool = False,
+) -> Adaptation:
+    """``num_episodes`` episodes in a row on each of ``tasks``, adapting between episodes.
 
-    ``policy_params``, ``task_set`` and ``memory`` are shared; ``policy_carry``
-    is broadcast to every trial. Outputs gain a leading batch axis.
+    For each episode ``k`` (one ``lax.scan`` step): ``act(state)`` gives the
+    ``(policy_params, memory)`` to act with (``policy_params`` with a leading
+    task axis when ``params_per_task``); one episode per task runs (a trial
+    as long as the episode limit, or ``episode_steps``, whose episode 0
+    counts; the policy carry restarts each episode); then ``adapt(state,
+    data, episodes)`` returns the next state and statistics. ``data`` and
+    ``episodes`` have a leading task axis ``[M]`` (``episodes`` one slot
+    each; the steps after the episode's end are in ``data`` with
+    ``episode_index > 0``). Episode ``k`` uses ``split(key, num_episodes)[k]``.
+
+    Examples of ``state`` and ``adapt``: per-task failure banks and a bank
+    write (the memory agent); per-task parameters and optimiser states and a
+    PPO step (finetuning); a MAML inner step.
     """
-    keys = jax.random.split(key, task_ids.shape[0])
+    task_ids = jnp.arange(count_tasks(tasks), dtype=jnp.int32)
+    steps = env_params.max_steps_in_episode if episode_steps is None else episode_steps
 
-    def one(task_id: jax.Array, trial_key: jax.Array) -> tuple[TrialData, EpisodeStats, Any]:
-        return run_trial(
+    def _episode(state: Any, episode_key: jax.Array) -> tuple[Any, tuple[Any, ...]]:
+        params, memory = act(state)
+        data, episodes, _ = run_trials(
             env,
             env_params,
             policy_fn,
-            policy_params,
+            params,
             policy_carry,
-            task_set,
-            task_id,
-            trial_key,
-            num_steps,
-            reset_mode,
-            memory,
-            max_episodes,
-            record_fn,
+            tasks,
+            task_ids,
+            episode_key,
+            steps,
+            "same",
+            memory=memory,
+            max_episodes=1,
+            params_per_trial=params_per_task,
         )
+        seen = None if observe is None else observe(state)
+        state, stats = adapt(state, data, episodes)
+        kept = data if keep_data else None
+        return state, (episodes.returns[:, 0], episodes.success[:, 0], stats, seen, kept)
 
-    return jax.vmap(one)(task_ids, keys)
-
-
-def _select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
-    return jax.tree.map(lambda a, b: jax.lax.select(pred, a, b), on_true, on_false)
+    state, (returns, success, stats, seen, kept) = jax.lax.scan(
+        _episode, state, jax.random.split(key, num_episodes)
+    )
+    return Adaptation(returns, success, state, stats, seen, kept)
 
 
 def failures_for_bank(
@@ -306,63 +450,17 @@ def failures_for_bank(
     return flat(episodes.task_id[:, :max_episodes]), jax.tree.map(flat, steps), flat(mask), flat(failed)
 
 
-def run_episodes_with_failure_bank(
-    env: Any,
-    env_params: Any,
-    policy_fn: PolicyFn,
-    policy_params: Any,
-    policy_carry: Any,
-    tasks: Any,
-    key: jax.Array,
-    num_episodes: int,
-    bank: Any,
-    memory_fn: Callable[[Any], Any],
-) -> tuple[jax.Array, jax.Array, Any]:
-    """The seed paper's test protocol on a set of tasks, one bank per task.
-
-    For each task, ``num_episodes`` episodes in a row; the policy reads
-    ``memory_fn(bank)`` (e.g. the bank's encoded episodes), and after each
-    failed episode its last ``bank.length`` steps are added to its task's bank
-    before the next episode. The policy carry restarts every episode. Returns
-    ``(returns [K, M], success [K, M], bank)`` for ``M`` tasks.
-    """
-    from jaxmeta.memory import failure_bank
-
-    num_tasks = jax.tree.leaves(tasks)[0].shape[0]
-    task_ids = jnp.arange(num_tasks)
-
-    def _episode(bank: Any, episode_key: jax.Array) -> tuple[Any, tuple[jax.Array, jax.Array]]:
-        # One episode per task: a trial as long as the episode limit, whose episode 0 counts.
-        data, episodes, _ = run_trials(
-            env,
-            env_params,
-            policy_fn,
-            policy_params,
-            policy_carry,
-            tasks,
-            task_ids,
-            episode_key,
-            env_params.max_steps_in_episode,
-            "same",
-            memory=memory_fn(bank),
-            max_episodes=1,
-        )
-        bank = failure_bank.add(bank, *failures_for_bank(data, episodes, bank.length, 1))
-        return bank, (episodes.returns[:, 0], episodes.success[:, 0])
-
-    bank, (returns, success) = jax.lax.scan(_episode, bank, jax.random.split(key, num_episodes))
-    return returns, success, bank
-
-
 __all__ = [
     "RESET_MODES",
+    "Adaptation",
     "EpisodeStats",
     "PolicyFn",
     "StepInputs",
     "TrialData",
+    "action_spec",
     "episode_stats",
     "failures_for_bank",
-    "run_episodes_with_failure_bank",
+    "run_adaptation",
     "run_trial",
     "run_trials",
 ]

@@ -4,25 +4,26 @@ from jaxmeta import config
 
 
 def tiny_config(algo_name: str, run_dir: str, updates: int, *overrides: str):
-    """A run config small enough for CI: 1 seed, 4 trials per batch, 12 training and 8 test tasks,
-    ``updates`` updates in chunks of 4 with one checkpoint and one evaluation (2 episodes) at the
-    end, no progress bar or plots. ``overrides`` (``key=value``) set the env, trial and algo sizes."""
+    """A Gridworld run config small enough for CI: 1 seed, 4 trials per batch, 12 training and 8 test
+    tasks, ``updates`` updates in chunks of 4 with one checkpoint and one evaluation (2 episodes) at
+    the end, no progress bar or plots. ``overrides`` (``key=value``) set the env, trial and algo sizes."""
     return config.load(
         None,
         [
             f"run_dir={run_dir}",
             f"algo.name={algo_name}",
+            "env.id=Gridworld-v0",
             "env.num_blocks=2",
-            "trial.batch_size=4",
+            "algo.trial.batch_size=4",
             "algo.num_train_tasks=12",
             "algo.num_test_tasks=8",
-            "eval.num_tasks=8",
-            "eval.episodes=2",
+            "algo.eval.num_tasks=8",
+            "algo.eval.episodes=2",
             "seeds=1",
             f"num_updates={updates}",
             "chunk_size=4",
             f"checkpoint_every={updates}",
-            f"eval.every={updates}",
+            f"eval_every={updates}",
             "progress=false",
             "plots=false",
             *overrides,
@@ -33,7 +34,7 @@ def tiny_config(algo_name: str, run_dir: str, updates: int, *overrides: str):
 # The memory agent's (failure_replay) network and trial sizes for tiny runs.
 TINY_MEMORY_AGENT = (
     "env.max_steps_in_episode=10",
-    "trial.num_steps=24",
+    "algo.trial.num_steps=24",
     "algo.features=16",
     "algo.num_heads=2",
     "algo.hidden=16",
@@ -41,3 +42,25 @@ TINY_MEMORY_AGENT = (
     "algo.max_episodes_per_trial=8",
     "algo.tasks_per_update=5",
 )
+
+
+def legacy_override(item: str) -> str:
+    """An override in the layout before issue 11 (``trial.*``, ``eval.*`` top-level) in today's."""
+    key, _, value = item.partition("=")
+    if key.startswith(("trial.", "eval.")) and key != "eval.every":
+        return f"algo.{item}"
+    if key == "eval.every":
+        return f"eval_every={value}"
+    return item
+
+
+def subprocess_timeout() -> float:
+    """Seconds a test waits for a subprocess run of the CLI.
+
+    Generous on purpose: a subprocess compiles on its own, and on a loaded
+    2-core machine (the suite runs two workers) a 300 s limit was once not
+    enough. ``JAXMETA_TEST_TIMEOUT`` overrides it.
+    """
+    import os
+
+    return float(os.environ.get("JAXMETA_TEST_TIMEOUT", "1800"))

@@ -20,17 +20,21 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import subprocess_timeout
 
 from jaxmeta import algos, train
 from jaxmeta.config import ConfigError, all_keys, help_text, load
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+BC = ROOT / "configs" / "bc_x2.yaml"
+# A method and an environment: a config must choose both (bc runs on Gridworld).
+BASE = ["algo.name=bc", "env.id=Gridworld-v0"]
 
 
-def config_error(path: str | None, overrides: list[str]) -> str:
+def config_error(path: str | None, overrides: list[str], base: list[str] = BASE) -> str:
     with pytest.raises(ConfigError) as info:
-        load(path, overrides)
+        load(path, [*base, *overrides] if path is None else overrides)
     message = str(info.value)
     assert "\n" not in message, f"message is not one line: {message!r}"
     assert message.strip() == message and message
@@ -45,7 +49,8 @@ def config_error(path: str | None, overrides: list[str]) -> str:
         (["sedes=4"], ["'sedes'", "did you mean 'seeds'"]),
         (["algo.learnin_rate=0.1"], ["'algo.learnin_rate'", "did you mean 'algo.learning_rate'"]),
         (["env.sizee=5"], ["'env.sizee'", "did you mean 'env.size'"]),
-        (["trial.batchsize=5"], ["'trial.batchsize'", "did you mean 'trial.batch_size'"]),
+        (["algo.trial.batchsize=5"], ["'algo.trial.batchsize'", "did you mean 'algo.trial.batch_size'"]),
+        (["env.num_block=3"], ["'env.num_block'", "did you mean 'env.num_blocks'"]),
         # wrong types
         (["seeds=abc"], ["seeds", "integer", "'abc'"]),
         (["seeds=1.5"], ["seeds", "integer", "1.5"]),
@@ -64,15 +69,22 @@ def config_error(path: str | None, overrides: list[str]) -> str:
         (["algo.hidden_sizes=[64,0]"], ["algo.hidden_sizes[1]", ">= 1", "got 0"]),
         (["env.max_steps_in_episode=0"], ["env.max_steps_in_episode", ">= 1"]),
         # bad choices
-        (["trial.reset_mode=sometimes"], ["trial.reset_mode", "same", "diff", "'sometimes'"]),
+        (["algo.trial.reset_mode=sometimes"], ["algo.trial.reset_mode", "same", "diff", "'sometimes'"]),
         (["env.obs_mode=pixels"], ["env.obs_mode", "multihot", "rgb", "'pixels'"]),
         # cross-field
         (["num_updates=15", "chunk_size=10"], ["num_updates", "multiple of chunk_size=10", "15"]),
         (["checkpoint_every=25", "chunk_size=10"], ["checkpoint_every", "multiple of chunk_size=10"]),
-        (["eval.every=5", "chunk_size=10"], ["eval.every", "multiple of chunk_size=10"]),
-        (["env.num_blocks=4", "env.num_colors=3"], ["env.num_colors", "env.num_blocks=4", "got 3"]),
-        (["env.size=2", "env.num_blocks=4", "env.num_colors=6"], ["env.num_blocks", "3", "got 4"]),
-        (["eval.num_tasks=300", "algo.num_test_tasks=256"], ["eval.num_tasks", "256", "300"]),
+        (["eval_every=5", "chunk_size=10"], ["eval_every", "multiple of chunk_size=10"]),
+        (["env.num_blocks=4", "env.num_colors=3"], ["env.num_colors", "num_blocks=4", "got num_colors=3"]),
+        (["env.size=2", "env.num_blocks=4", "env.num_colors=6"], ["env.num_blocks", "3", "num_blocks=4"]),
+        (["algo.eval.num_tasks=300", "algo.num_test_tasks=256"], ["algo.eval.num_tasks", "256", "300"]),
+        # environments by id
+        (["env.id=Gridwrld-v0"], ["env.id", "'Gridwrld-v0'", "did you mean 'Gridworld-v0'", "CartPole-v1"]),
+        (["env.id=CartPole-v1", "env.gravity=abc"], ["env.gravity", "number", "'abc'"]),
+        (["env.id=CartPole-v1", "env.size=5"], ["'env.size'"]),
+        # a method on an environment it cannot use
+        (["env.id=CartPole-v1"], ["bc", "CartPole-v1", "task"]),
+        (["env.id=Pendulum-v1"], ["bc"]),
         # malformed overrides and sections
         (["seeds"], ["'seeds'", "key=value"]),
         (["=4"], ["'=4'", "key=value"]),
@@ -85,6 +97,15 @@ def test_bad_override_is_one_line_naming_the_key(overrides, needles):
     message = config_error(None, overrides)
     for needle in needles:
         assert needle in message, f"{needle!r} not in {message!r}"
+
+
+def test_a_method_needs_an_env_and_a_config_needs_a_method():
+    message = config_error(None, ["algo.name=bc"], base=[])
+    assert "bc runs on an environment" in message and "env.id" in message and "Gridworld-v0" in message
+    message = config_error(None, ["env.id=Gridworld-v0"], base=[])
+    assert "algo.name" in message and "failure_replay" in message
+    assert "algo.name" in config_error(None, ["algo.learning_rate=0.1", "env.id=Gridworld-v0"], base=[])
+    assert "env.id is missing" in config_error(None, ["algo.name=bc", "env.size=5"], base=[])
 
 
 def test_typo_far_from_every_key_gets_no_suggestion():
@@ -123,7 +144,7 @@ def test_file_errors(tmp_path):
 
     # a file's own mistakes are reported like overrides'
     typo = tmp_path / "typo.yaml"
-    typo.write_text("env:\n  num_bloks: 3\n")
+    typo.write_text("algo:\n  name: bc\nenv:\n  id: Gridworld-v0\n  num_bloks: 3\n")
     message = config_error(str(typo), [])
     assert "'env.num_bloks'" in message and "did you mean 'env.num_blocks'" in message
 
@@ -133,12 +154,13 @@ def test_overrides_parse_with_the_right_types():
     cfg = load(
         None,
         [
+            *BASE,
             "algo.learning_rate=1e-3",
             "algo.hidden_sizes=[64,32]",
             "env.max_steps_in_episode=null",
             "seeds=3",
             "progress=false",
-            "trial.reset_mode=same",
+            "algo.trial.reset_mode=same",
             "algo.max_grad_norm=2",
         ],
     )
@@ -147,9 +169,10 @@ def test_overrides_parse_with_the_right_types():
     assert cfg.env.max_steps_in_episode is None
     assert type(cfg.seeds) is int and cfg.seeds == 3
     assert cfg.progress is False
-    assert cfg.trial.reset_mode == "same"
+    assert cfg.algo.trial.reset_mode == "same"
     assert type(cfg.algo.max_grad_norm) is float and cfg.algo.max_grad_norm == 2.0
-    assert load(None, ["env.max_steps_in_episode=12"]).env.max_steps_in_episode == 12
+    assert load(None, [*BASE, "env.max_steps_in_episode=12"]).env.max_steps_in_episode == 12
+
     # an override beats the file
     assert load(str(QUICKSTART), ["seeds=5"]).seeds == 5
 
@@ -167,14 +190,14 @@ def test_quickstart_loads_with_every_value_of_the_file():
                 assert type(getattr(obj, key)) is type(value), prefix + key
 
     check(raw, cfg, "")
-    assert cfg.name == "quickstart" and cfg.algo.name == "bc"
+    assert cfg.name == "quickstart" and cfg.algo.name == "failure_replay"
 
 
 def test_default_run_dir_follows_the_name():
     assert load(str(QUICKSTART), []).run_dir == "runs/quickstart"
-    assert load(None, []).run_dir == "runs/run"
-    assert load(None, ["name=abc"]).run_dir == "runs/abc"
-    assert load(None, ["name=abc", "run_dir=/tmp/elsewhere"]).run_dir == "/tmp/elsewhere"
+    assert load(None, BASE).run_dir == "runs/run"
+    assert load(None, [*BASE, "name=abc"]).run_dir == "runs/abc"
+    assert load(None, [*BASE, "name=abc", "run_dir=/tmp/elsewhere"]).run_dir == "/tmp/elsewhere"
 
 
 # ------------------------------------------------------------------------ CLI
@@ -182,8 +205,9 @@ def test_main_reports_config_errors_in_one_line(capsys, tmp_path):
     cases = [
         ([f"config={QUICKSTART}", "sedes=4"], "did you mean 'seeds'"),
         ([f"config={tmp_path / 'missing.yaml'}"], "not found"),
-        (["algo.learnin_rate=0.1"], "did you mean 'algo.learning_rate'"),
-        (["trial.reset_mode=sometimes"], "trial.reset_mode"),
+        ([*BASE, "algo.learnin_rate=0.1"], "did you mean 'algo.learning_rate'"),
+        ([*BASE, "algo.trial.reset_mode=sometimes"], "algo.trial.reset_mode"),
+        (["algo.name=bc"], "env.id"),
         (["seeds"], "key=value"),
     ]
     for argv, needle in cases:
@@ -196,38 +220,82 @@ def test_main_reports_config_errors_in_one_line(capsys, tmp_path):
     assert "--verbose" in capsys.readouterr().err
 
 
+def _shown(value):
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _lines_for(out, key):
+    return [line for line in out.splitlines() if line.split()[:1] == [key]]
+
+
 def test_help_lists_every_key_with_its_default(capsys):
     assert train.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert out.strip() == help_text().strip()
-    lines = out.splitlines()
-    keys = all_keys()
-    # hand-written spot checks of keys and defaults
-    for key in ("seeds", "env.size", "trial.reset_mode", "algo.learning_rate", "algo.hidden_sizes"):
-        assert key in keys
-    expected = {"seeds": "1", "env.size": "7", "trial.reset_mode": "diff"}
-    expected_bc = {"learning_rate": "0.001", "hidden_sizes": "[128, 128]"}
-    expected["env.max_steps_in_episode"] = "null"
-    for name, shown in expected_bc.items():
-        assert str(getattr(algos.REGISTRY["bc"].Config(), name)) == shown
-
     from jaxmeta.config import RunConfig
 
     defaults = RunConfig()
-    for key in keys:
+    for key in all_keys():
         section, _, name = key.rpartition(".")
-        if section == "algo":
+        if key == "env.id":
+            continue  # keyed section: the ids are listed instead
+        if section.startswith("algo"):
             # Each method lists its own algo section: one line per method that has the key.
-            methods = [m for _, m in sorted(algos.REGISTRY.items()) if hasattr(m.Config(), name)]
-            values = [getattr(m.Config(), name) for m in methods]
+            path = name if section == "algo" else section.removeprefix("algo.") + "." + name
+            values = []
+            for _, module in sorted(algos.REGISTRY.items()):
+                obj = module.Config()
+                for part in path.split(".")[:-1]:
+                    obj = getattr(obj, part, None)
+                if obj is not None and hasattr(obj, name):
+                    values.append(getattr(obj, name))
         else:
-            values = [getattr(getattr(defaults, section) if section else defaults, name)]
-        matching = [line for line in lines if line.split()[:1] == [key]]
+            values = [getattr(defaults, name)]
+        matching = _lines_for(out, key)
         assert len(matching) == len(values), f"{key} listed {len(matching)} times"
         for value, line in zip(values, matching, strict=True):
-            shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-            assert expected.get(key, shown) == shown or section == "algo", key
-            assert f"default {shown} " in line + " ", (key, line)
+            assert f"default {_shown(value)} " in line + " ", (key, line)
+    # hand-written spot checks
+    assert "default 1 " in _lines_for(out, "seeds")[0]
+    assert "Gridworld-v0" in out and "CartPole-v1" in out and "Breakout-MinAtar" in out
+    assert not _lines_for(out, "env.size")  # no environment chosen: its keys are not listed
+
+
+def test_help_for_a_chosen_method_and_environment(capsys):
+    assert train.main(["--help", "algo.name=bc", "env.id=Gridworld-v0"]) == 0
+    out = capsys.readouterr().out
+    assert "default 7 " in _lines_for(out, "env.size")[0]
+    assert "default 3 " in _lines_for(out, "env.num_blocks")[0]  # the env's own default
+    assert "default null " in _lines_for(out, "env.max_steps_in_episode")[0]
+    assert _lines_for(out, "algo.hidden_sizes") and not _lines_for(out, "algo.bank_capacity")
+    assert train.main(["--help", f"config={ROOT / 'configs' / 'memory_x2.yaml'}"]) == 0
+    out = capsys.readouterr().out
+    assert _lines_for(out, "algo.bank_capacity") and _lines_for(out, "env.train_every_goal")
+    assert train.main(["--help", "env.id=CartPole-v1"]) == 0
+    out = capsys.readouterr().out
+    assert "default 9.8 " in _lines_for(out, "env.gravity")[0]
+    assert "default 500 " in _lines_for(out, "env.max_steps_in_episode")[0]
+
+
+def test_env_sections_are_typed_by_the_chosen_environment():
+    cfg = load(None, ["algo.name=bc", "env.id=Gridworld-v0", "env.size=5", "env.num_colors=3"])
+    assert (cfg.env.id, cfg.env.size, cfg.env.num_blocks, cfg.env.num_colors) == ("Gridworld-v0", 5, 3, 3)
+    from jaxmeta.config import env_schema, from_dict
+
+    schema = env_schema("CartPole-v1")
+    section = schema(gravity=3)
+    assert type(section.gravity) is int or section.gravity == 3  # the dataclass itself does not coerce
+    raw = {"algo": {"name": "bc"}, "env": {"id": "CartPole-v1", "gravity": 3, "max_steps_in_episode": 200}}
+    with pytest.raises(ConfigError, match="task"):  # bc needs tasks; the env section itself is valid
+        from_dict(raw)
+    built = config_module_build(schema, raw["env"])
+    assert type(built.gravity) is float and built.gravity == 3.0 and built.max_steps_in_episode == 200
+
+
+def config_module_build(schema, raw):
+    from jaxmeta import config as config_module
+
+    return config_module._build(schema, raw, prefix="env.")
 
 
 def _snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
@@ -248,7 +316,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=subprocess_timeout(),
     )
 
 
@@ -278,10 +346,10 @@ def test_cli_bad_key_exits_2_without_traceback(existing_run_dir):
 def test_cli_valid_config_refuses_a_foreign_run_dir(existing_run_dir):
     # Valid by the schema, but run_dir holds something that is not a jaxmeta run:
     # the runner must refuse before writing anything.
-    tiny = ["num_updates=10", "chunk_size=10", "checkpoint_every=10", "eval.every=10", "progress=false"]
-    tiny += ["plots=false", "trial.batch_size=2", "trial.num_steps=5", "algo.hidden_sizes=[8]"]
-    tiny += ["algo.num_train_tasks=4", "algo.num_test_tasks=4", "eval.num_tasks=4", "env.size=4"]
-    proc = _cli(f"config={QUICKSTART}", f"run_dir={existing_run_dir}", *tiny)
+    tiny = ["num_updates=10", "chunk_size=10", "checkpoint_every=10", "eval_every=10", "progress=false"]
+    tiny += ["plots=false", "algo.trial.batch_size=2", "algo.trial.num_steps=5", "algo.hidden_sizes=[8]"]
+    tiny += ["algo.num_train_tasks=4", "algo.num_test_tasks=4", "algo.eval.num_tasks=4", "env.size=4"]
+    proc = _cli(f"config={BC}", f"run_dir={existing_run_dir}", *tiny)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr + proc.stdout
     lines = proc.stderr.splitlines()
@@ -291,7 +359,7 @@ def test_cli_valid_config_refuses_a_foreign_run_dir(existing_run_dir):
 
 def test_schema_fields_all_have_help_text():
     # help_text() promises a meaning for every key
-    from jaxmeta.config import RunConfig
+    from jaxmeta.config import RunConfig, env_schema
 
     def walk(schema):
         hints = typing.get_type_hints(schema)
@@ -302,15 +370,19 @@ def test_schema_fields_all_have_help_text():
                 walk(hints[field.name])
 
     walked = []
-
     walk(RunConfig)
-    assert walked == ["env", "trial", "eval"]
+    assert walked == []  # env and algo are keyed sections
     for module in algos.REGISTRY.values():
         walk(module.Config)
+    assert {"trial", "eval"} <= set(walked)
+    for env_id in ("Gridworld-v0", "CartPole-v1", "Breakout-MinAtar"):
+        walk(env_schema(env_id))
 
 
 def test_base_files_are_merged_under_the_file_and_cycles_are_refused(tmp_path):
-    (tmp_path / "parent.yaml").write_text("seeds: 3\nenv:\n  size: 5\n  num_blocks: 2\n")
+    (tmp_path / "parent.yaml").write_text(
+        "seeds: 3\nalgo:\n  name: bc\nenv:\n  id: Gridworld-v0\n  size: 5\n  num_blocks: 2\n"
+    )
     (tmp_path / "child.yaml").write_text("base: parent.yaml\nenv:\n  num_blocks: 3\n")
     cfg = load(str(tmp_path / "child.yaml"), ["env.size=6"])
     assert (cfg.seeds, cfg.env.size, cfg.env.num_blocks) == (3, 6, 3)

@@ -1,6 +1,7 @@
 """The memory-bank agent: network masking and invariances, the test protocol, training."""
 
 import collections
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -132,14 +133,15 @@ def test_acting_and_training_compute_the_same_policy(temporal):
     state = jax.jit(parts.algo.update)(state)[0]
     assert int(failure_bank.size(state.bank).sum()) > 0
     setup = parts.setup
-    memory = parts.encode(state.params, state.bank)
+    network = parts.network
+    memory = failure_replay.encode_banks(network, state.params, state.bank)
     data, _, _ = jax.jit(
         lambda key: trial.run_trials(
             setup.env,
             setup.params,
-            parts.greedy_policy,
+            failure_replay.policy_fn(network, greedy=True),
             state.params,
-            parts.empty_window,
+            failure_replay.empty_window(network),
             setup.train_tasks,
             jnp.arange(6) % 12,
             key,
@@ -149,14 +151,18 @@ def test_acting_and_training_compute_the_same_policy(temporal):
         )
     )(jax.random.PRNGKey(7))
     assert int(data.episode_index[:, -1].max()) >= 2  # several episodes, windows of 4 get full
-    recomputed = jax.jit(jax.vmap(parts.trial_logits, in_axes=(None, 0, None)))(state.params, data, memory)
+    logits = functools.partial(failure_replay.trial_logits, network)
+    recomputed = jax.jit(jax.vmap(logits, in_axes=(None, 0, None)))(state.params, data, memory)
     np.testing.assert_array_equal(np.argmax(recomputed, -1), np.asarray(data.action))
 
 
 def test_behaviour_cloning_labels_are_the_expert_actions():
-    parts = failure_replay.make_parts(small_config())
+    cfg = small_config()
+    parts = failure_replay.make_parts(cfg)
     state = parts.algo.init(jax.random.PRNGKey(0))
-    data, _, pool = jax.jit(parts.collect)(state)
+    data, _, pool = jax.jit(functools.partial(failure_replay.collect, parts.network, parts.setup, cfg.algo))(
+        state
+    )
     env, params, tasks = parts.setup.env, parts.setup.params, parts.setup.train_tasks
     agent_cells = np.asarray(data.obs[..., 0]).reshape(*data.action.shape, -1).argmax(-1)
     pool_ids = np.asarray(pool.task_ids)
@@ -177,7 +183,9 @@ def test_an_update_stores_each_failure_in_its_own_training_tasks_bank():
     cfg = small_config()
     parts = failure_replay.make_parts(cfg)
     state = parts.algo.init(jax.random.PRNGKey(3))
-    data, _, pool = jax.jit(parts.collect)(state)
+    data, _, pool = jax.jit(functools.partial(failure_replay.collect, parts.network, parts.setup, cfg.algo))(
+        state
+    )
     new_state, _ = jax.jit(parts.algo.update)(state)
     pool_ids = np.asarray(pool.task_ids)
     # Which training task failed how often: episodes that ended (done) without success.
@@ -216,20 +224,24 @@ def test_protocol_adds_only_failures_and_keeps_the_last_frames(length):
     tasks = envs_jax.make_task_set(env, jax.random.PRNGKey(0), 24, env_params)
     step_example = {"obs": jnp.zeros(env.obs_shape), "action": jnp.int32(0), "reward": jnp.float32(0)}
     bank = failure_bank.init(24, 4, length, step_example)
-    returns, success, bank = jax.jit(
-        lambda key, bank: trial.run_episodes_with_failure_bank(
+
+    def write_failures(bank, data, episodes):
+        return failure_bank.add(bank, *trial.failures_for_bank(data, episodes, length, 1)), None
+
+    out = jax.jit(
+        lambda key, bank: trial.run_adaptation(
             env,
             env_params,
             searcher_policy(env, env_params),
-            None,
-            None,
             tasks,
             key,
             5,
             bank,
-            lambda b: (failure_bank.size(b), tasks),
+            act=lambda b: (None, (failure_bank.size(b), tasks)),
+            adapt=write_failures,
         )
     )(jax.random.PRNGKey(1), bank)
+    returns, success, bank = out.returns, out.success, out.state
     goal = np.asarray(tasks.goal_index)
     episode = np.arange(5)[:, None]
     # Independent reference: block k is tried in episode k; everything before the goal fails.
@@ -252,7 +264,9 @@ def test_protocol_adds_only_failures_and_keeps_the_last_frames(length):
 
 
 def test_tiny_training_run_loss_falls(tmp_path):
-    cfg = small_config(tmp_path / "run", "num_updates=24", "checkpoint_every=24", "eval.every=24")
+    cfg = small_config(
+        tmp_path / "run", "num_updates=24", "checkpoint_every=24", "eval_every=24", "algo.learning_rate=3e-3"
+    )
     runner.run(cfg, log=lambda *_: None)
     import json
 
@@ -268,7 +282,7 @@ def test_tiny_training_run_loss_falls(tmp_path):
     [
         ("algo.bank_length=11", "algo.bank_length"),
         ("algo.bank_capacity=0", "algo.bank_capacity"),
-        ("trial.reset_mode=other", "trial.reset_mode"),
+        ("algo.trial.reset_mode=other", "algo.trial.reset_mode"),
         ("algo.num_heads=3", "algo.num_heads"),
     ],
 )

@@ -22,7 +22,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from envs_jax import LegacyStepWrapper, make, make_task_set, optimal_returns, registered
-from envs_jax.gridworld import Gridworld, GridworldTask, default_palette, distinct_integers
+from envs_jax.gridworld import (
+    Gridworld,
+    GridworldTask,
+    default_palette,
+    distinct_integers,
+    task_set_size,
+    truncation,
+)
 
 HYP = settings(max_examples=4, deadline=None, database=None, derandomize=True)
 
@@ -269,7 +276,9 @@ def check_auto_reset_rollout(env: Gridworld, seed: int, max_steps: int) -> None:
         for t in range(HORIZON):
             cell, reward, term = py_step(SIZE, task, cell, int(actions[i, t]))
             time += 1
-            trunc = time >= max_steps
+            # The project's convention: a block reached at the time limit is terminated only.
+            trunc = time >= max_steps and not term
+            counts["term_at_limit"] += term and time >= max_steps
             assert rewards[i, t] == reward, (i, t)
             assert bool(terms[i, t]) == term, (i, t)
             assert bool(truncs[i, t]) == trunc, (i, t)
@@ -287,7 +296,7 @@ def check_auto_reset_rollout(env: Gridworld, seed: int, max_steps: int) -> None:
             assert states.agent_cell[i, t] == cell
             assert states.time[i, t] == time
             np.testing.assert_array_equal(obs[i, t], py_multihot(SIZE, C, task, cell))
-    assert counts["term"] > 0 and counts["trunc"] > 0
+    assert counts["term"] > 0 and counts["trunc"] > 0 and counts["term_at_limit"] > 0
     assert counts["new_task"] > 0.9 * (counts["term"] + counts["trunc"])
 
 
@@ -310,6 +319,46 @@ def test_make_max_steps_override_truncates_at_that_step():
         assert int(state.agent_cell) == 3 and int(state.time) == t
         assert bool(env.is_truncated(state, params)) == (t == 5), t
         np.testing.assert_array_equal(obs, py_multihot(7, 6, task, 3))
+
+
+def test_block_at_time_limit_is_terminated_not_truncated():
+    """Defect 1a: ``step`` used to flag a block reached on the last step as truncated too."""
+    # Agent at (1, 1); block 0 (trap) to its right, block 1 (goal) below.
+    task = {"blocks": [7, 11, 20], "colors": [2, 3, 0], "goal": 1, "start": 6}
+    step = jax.jit(ENV.step)
+    flags = jax.jit(lambda s, term, p: truncation(ENV, s, term, p))
+    # (time limit, actions, expected (reward, terminated, truncated) of the last step)
+    cases = [
+        (2, [0, 3], (0.0, False, True)),  # up, right: plain moves, timeout at the limit
+        (1, [3], (-1.0, True, False)),  # trap on the last allowed step
+        (1, [1], (1.0, True, False)),  # goal on the last allowed step
+        (3, [2, 3, 3], (-1.0, True, False)),  # left, back, then the trap on step 3 = the limit
+        (3, [2, 3, 1], (1.0, True, False)),  # left, back, then the goal on step 3 = the limit
+    ]
+    for max_steps, actions, (want_r, want_term, want_trunc) in cases:
+        params = PARAMS.replace(max_steps_in_episode=max_steps)
+        _, state = ENV.reset_to_task(KEY0, jax_task(task), params)
+        for t, action in enumerate(actions):
+            _, state_st, *_ = jitted_step_env(ENV)(KEY0, state, action, params)
+            _, state, reward, term, trunc, info = step(jax.random.key(t), state, action, params)
+        got = (float(reward), bool(term), bool(trunc))
+        assert got == (want_r, want_term, want_trunc), (max_steps, actions)
+        assert bool(info["terminated"]) == want_term and bool(info["truncated"]) == want_trunc
+        # The public helper is the definition step uses, and the trial code's one.
+        assert bool(flags(state_st, term, params)) == want_trunc
+        assert bool(ENV.is_truncated(state_st, params) & ~term) == want_trunc
+        assert int(state.time) == 0  # the episode ended either way: auto-reset
+
+
+def test_truncation_helper_is_time_limit_and_not_terminated():
+    params = PARAMS.replace(max_steps_in_episode=4)
+    task = jax_task({"blocks": [7, 11, 20], "colors": [2, 3, 0], "goal": 1, "start": 6})
+    _, state = ENV.reset_to_task(KEY0, task, params)
+    for time, term in itertools.product(range(7), (False, True)):
+        got = truncation(ENV, state.replace(time=jnp.int32(time)), jnp.bool_(term), params)
+        assert bool(got) == (time >= 4 and not term), (time, term)
+    # params default to the env's own
+    assert not bool(truncation(ENV, state.replace(time=jnp.int32(5)), jnp.bool_(False)))
 
 
 @pytest.mark.parametrize(
@@ -575,6 +624,24 @@ def test_optimal_returns_matches_enumeration(num_blocks):
     )
 
 
+@pytest.mark.parametrize("num_blocks", [1, 2, 3, 4, 5])
+def test_optimal_returns_derivation(num_blocks):
+    """The docstring's derivation: episode j ends on the goal iff it is among the first j tried.
+
+    (Defect 1b: the docstring said episode j succeeds with probability 1/X.)
+    """
+    episodes = 7
+    success = np.zeros(episodes)
+    orders = list(itertools.permutations(range(num_blocks)))
+    for goal, order in itertools.product(range(num_blocks), orders):
+        success += [goal in order[: j + 1] for j in range(episodes)]
+    success /= num_blocks * len(orders)
+    j = np.arange(1, episodes + 1)
+    np.testing.assert_allclose(success, np.minimum(j / num_blocks, 1.0), atol=1e-12)
+    # Every episode ends on a block: E[R_j] = P(goal) - P(trap) = 2 P(goal) - 1.
+    np.testing.assert_allclose(optimal_returns(num_blocks, episodes), 2 * success - 1, atol=1e-12)
+
+
 def test_optimal_returns_known_values():
     np.testing.assert_allclose(optimal_returns(2, 4), [0.0, 1.0, 1.0, 1.0], atol=1e-12)
     np.testing.assert_allclose(optimal_returns(3, 5), [-1 / 3, 1 / 3, 1.0, 1.0, 1.0], atol=1e-12)
@@ -660,13 +727,14 @@ def test_make_rejects_impossible_settings(overrides, match):
 
 
 def test_make_unknown_env_hints():
-    assert registered() == ["Gridworld-v0"]
+    # (The registry also serves gymnax's ids now; only the Gridworld entry is checked here.)
+    assert "Gridworld-v0" in registered()
     with pytest.raises(ValueError, match="did you mean 'Gridworld-v0'"):
         make("Gridworld-v1")
     with pytest.raises(ValueError, match="did you mean 'Gridworld-v0'"):
         make("gridworld-v0")
-    with pytest.raises(ValueError, match="unknown env 'CartPole-v1'") as info:
-        make("CartPole-v1")
+    with pytest.raises(ValueError, match=r"unknown env\w* 'NoSuchEnv-v9'") as info:
+        make("NoSuchEnv-v9")
     assert "did you mean" not in str(info.value)
 
 
@@ -713,18 +781,58 @@ def test_make_task_set_only_solvable_tasks():
     # (about a fifth of raw 3x3 tasks are unsolvable: see test_is_solvable_matches_python_bfs)
 
 
-def test_make_task_set_every_goal_groups_one_layout_with_each_goal():
-    tasks = make_task_set(ENV_CROWDED, jax.random.key(61), 17, every_goal=True)  # X=3: 5 full groups + 2
-    rows = [py_task(tasks, i) for i in range(17)]
+def check_every_goal_groups(rows: list[dict], size: int, num_blocks: int, num_colors: int) -> None:
+    """Consecutive groups of ``num_blocks`` rows: one layout each, with every goal once."""
+    assert len(rows) % num_blocks == 0
     for i, task in enumerate(rows):
-        assert py_task_is_valid(task, 3, 3, 3) and py_solvable(3, task), task
-        assert task["goal"] == i % 3
-        first = rows[i - i % 3]  # the group's first task: same layout
+        assert py_task_is_valid(task, size, num_blocks, num_colors) and py_solvable(size, task), task
+        assert task["goal"] == i % num_blocks
+        first = rows[i - i % num_blocks]  # the group's first task: same layout
         assert {k: v for k, v in task.items() if k != "goal"} == {
             k: v for k, v in first.items() if k != "goal"
         }
+
+
+def test_make_task_set_every_goal_groups_one_layout_with_each_goal():
+    tasks = make_task_set(ENV_CROWDED, jax.random.key(61), 18, every_goal=True)  # X=3: 6 groups
+    rows = [py_task(tasks, i) for i in range(18)]
+    check_every_goal_groups(rows, 3, 3, 3)
     layouts = {(tuple(t["blocks"]), tuple(t["colors"]), t["start"]) for t in rows}
     assert len(layouts) == 6  # distinct layouts, one per group
+
+
+@pytest.mark.parametrize("num_tasks", [16, 17])
+def test_make_task_set_every_goal_completes_the_last_group(num_tasks):
+    """Defect 1c: 17 tasks with X=3 used to end on a layout shown with 2 of its 3 goals."""
+    assert task_set_size(ENV_CROWDED, num_tasks, every_goal=True) == 18
+    assert task_set_size(ENV_CROWDED, num_tasks) == num_tasks
+    tasks = make_task_set(ENV_CROWDED, jax.random.key(61), num_tasks, every_goal=True)
+    assert tasks.goal_index.shape == (18,) and tasks.block_cells.shape == (18, 3)
+    rows = [py_task(tasks, i) for i in range(18)]
+    check_every_goal_groups(rows, 3, 3, 3)
+    # The same 6 layouts in the same order as for 18 tasks: completion only appends goals.
+    full = make_task_set(ENV_CROWDED, jax.random.key(61), 18, every_goal=True)
+    assert rows == [py_task(full, i) for i in range(18)]
+
+
+def test_make_task_set_every_goal_keeps_the_x3_configs_tasks():
+    """The X=3 configs ask for 1000 tasks: their first 1000 are the layouts of the plain draw, in order.
+
+    ``make_task_set(n, every_goal=True)`` has always drawn ``ceil(n / X)`` layouts
+    exactly as ``make_task_set(ceil(n / X))`` does (same keys, same redraws); row
+    ``i`` is layout ``i // X`` with goal ``i % X``. Completing the last group
+    must not change that, or runs recorded before the fix would move.
+    """
+    env, params = make("Gridworld-v0", num_blocks=3)  # the paper's 7x7 grid
+    key = jax.random.key(1000)
+    tasks = jax.tree.map(np.asarray, make_task_set(env, key, 1000, params, every_goal=True))
+    layouts = jax.tree.map(np.asarray, make_task_set(env, key, 334, params))
+    assert tasks.goal_index.shape == (1002,)
+    idx = np.arange(1002)
+    np.testing.assert_array_equal(tasks.goal_index, idx % 3)
+    for name in ("block_cells", "block_colors", "agent_start"):
+        np.testing.assert_array_equal(getattr(tasks, name), getattr(layouts, name)[idx // 3], err_msg=name)
+    assert len(set(map(tuple, tasks.block_cells.tolist()))) > 330  # distinct layouts, not one repeated
 
 
 # --------------------------------------------------------------------------
@@ -741,7 +849,8 @@ def test_legacy_wrapper_five_values_and_done():
         (3, [3], [(True, False)]),  # trap
         (3, [2, 1], [(False, False), (False, False)]),  # plain moves
         (3, [1], [(True, False)]),  # goal
-        (1, [3], [(True, True)]),  # trap at the time limit: both
+        (1, [3], [(True, False)]),  # trap at the time limit: terminated, not truncated
+        (1, [1], [(True, False)]),  # goal at the time limit: terminated, not truncated
     ]
     step = jax.jit(wrapped.step)
     for max_steps, actions, flags in cases:

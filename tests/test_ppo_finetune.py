@@ -1,6 +1,7 @@
 """PPO finetune baseline: GAE and the PPO loss against closed forms, per-task finetuning, training."""
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,7 +13,8 @@ import pytest
 from helpers import tiny_config
 
 from envs_jax.gridworld import GridworldTask
-from jaxmeta import config, ppo, runner, trial
+from jaxmeta import config, runner, trial
+from jaxmeta import policy_gradient as ppo
 from jaxmeta.algos import ppo_finetune
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -26,7 +28,7 @@ def small_config(run_dir="/tmp/unused", *extra):
         "env.size=5",
         "env.num_colors=3",
         "env.max_steps_in_episode=10",
-        "trial.num_steps=24",
+        "algo.trial.num_steps=24",
         "algo.features=16",
         "algo.hidden=16",
         *extra,
@@ -164,7 +166,7 @@ def bandit_config(*extra):
         f"env.max_steps_in_episode={HORIZON}",
         "algo.num_train_tasks=2",
         "algo.num_test_tasks=2",
-        "eval.num_tasks=2",
+        "algo.eval.num_tasks=2",
         "algo.finetune_learning_rate=0.03",
         "algo.entropy_coef=0.0",
         *extra,
@@ -198,8 +200,25 @@ def bandit():
         goal_index=goal_index,
         tasks=tasks,
         start_obs=parts.setup.env.reset_to_task(None, jax.tree.map(lambda x: x[0], tasks))[0],
-        run=jax.jit(parts.finetune_episodes, static_argnums=3),  # shared: compiled once
+        run=jax.jit(functools.partial(finetune_episodes, parts), static_argnums=3),  # shared: compiled once
     )
+
+
+def finetune_episodes(parts, params, tasks, key, num_episodes):
+    """``(returns [K, M], success [K, M], per-task params, stats)`` of the adaptation loop."""
+    env, env_params = parts.setup.env, parts.setup.params
+    out = ppo_finetune.finetune_episodes(
+        parts.network,
+        parts.finetune_optimizer,
+        parts.settings,
+        env,
+        env_params,
+        params,
+        tasks,
+        key,
+        num_episodes,
+    )
+    return out.returns, out.success, out.state[0], out.stats
 
 
 def expected_return(probs, goal_action, trap_action, horizon):
@@ -274,7 +293,11 @@ def test_steps_after_the_episode_change_nothing(bandit):
             extras=None,
         )
 
-    finetune = jax.jit(b.parts.finetune)
+    finetune = jax.jit(
+        functools.partial(
+            ppo_finetune.finetune, b.parts.network, b.parts.finetune_optimizer, b.parts.settings
+        )
+    )
     opt = b.parts.finetune_optimizer.init(b.params)
     zeros = episode(np.zeros_like(obs), np.zeros(HORIZON, int), np.zeros(HORIZON), np.zeros(HORIZON, bool))
     garbage = episode(
@@ -297,7 +320,7 @@ def test_steps_after_the_episode_change_nothing(bandit):
 # ----------------------------------------------------------------------------- training and configs
 def test_tiny_training_run_loss_falls(tmp_path):
     cfg = small_config(
-        tmp_path / "run", "num_updates=24", "checkpoint_every=24", "eval.every=24", "algo.learning_rate=3e-3"
+        tmp_path / "run", "num_updates=24", "checkpoint_every=24", "eval_every=24", "algo.learning_rate=3e-3"
     )
     runner.run(cfg, log=lambda *_: None)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -316,10 +339,9 @@ def test_paper_configs_validate(blocks):
     assert cfg.algo.name == "ppo_finetune" and cfg.env.num_blocks == blocks and cfg.seeds == 3
     memory = config.load(str(CONFIGS / "memory_x2.yaml"))
     # The same trials, training tasks and evaluation protocol; only how often it evaluates differs.
-    same_protocol = dataclasses.replace(cfg.eval, every=memory.eval.every)
-    assert (cfg.trial, same_protocol, cfg.env) == (
-        memory.trial,
-        memory.eval,
+    assert (cfg.algo.trial, cfg.algo.eval, cfg.env) == (
+        memory.algo.trial,
+        memory.algo.eval,
         dataclasses.replace(memory.env, num_blocks=blocks),
     )
 
@@ -327,7 +349,7 @@ def test_paper_configs_validate(blocks):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("eval.num_tasks=9", "eval.num_tasks"),
+        ("algo.eval.num_tasks=9", "algo.eval.num_tasks"),
         ("algo.gae_lambda=1.5", "algo.gae_lambda"),
         ("algo.ppo_epochs=0", "algo.ppo_epochs"),
         ("algo.finetune_learning_rate=0", "algo.finetune_learning_rate"),

@@ -11,6 +11,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import subprocess_timeout
 
 from jaxmeta import algos, config, runner
 from jaxmeta.algos import bc
@@ -18,19 +19,21 @@ from jaxmeta.algos import bc
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
+    "algo.name=bc",
+    "env.id=Gridworld-v0",
     "seeds=1",
     "num_updates=8",
     "chunk_size=2",
     "checkpoint_every=4",
-    "eval.every=4",
-    "eval.episodes=2",
-    "eval.num_tasks=8",
+    "eval_every=4",
+    "algo.eval.episodes=2",
+    "algo.eval.num_tasks=8",
     "env.size=5",
     "env.num_blocks=2",
     "env.num_colors=3",
     "env.max_steps_in_episode=10",
-    "trial.num_steps=16",
-    "trial.batch_size=4",
+    "algo.trial.num_steps=16",
+    "algo.trial.batch_size=4",
     "algo.hidden_sizes=[16]",
     "algo.num_train_tasks=20",
     "algo.num_test_tasks=8",
@@ -130,7 +133,12 @@ def test_two_device_sharded_sweep(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     args = [sys.executable, "-m", "jaxmeta.train", *TINY, "seeds=2", "num_updates=4"]
     sharded = subprocess.run(
-        [*args, f"run_dir={tmp_path / 'two'}"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+        [*args, f"run_dir={tmp_path / 'two'}"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=subprocess_timeout(),
     )
     assert sharded.returncode == 0, sharded.stderr
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
@@ -141,7 +149,7 @@ def test_two_device_sharded_sweep(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=subprocess_timeout(),
     )
     assert single.returncode == 0, single.stderr
     one = json.loads((tmp_path / "one" / "summary.json").read_text())
@@ -168,10 +176,10 @@ def test_bc_learns_on_one_block_and_writes_outputs(tmp_path):
         "env.max_steps_in_episode=20",
         "num_updates=60",
         "checkpoint_every=20",
-        "eval.every=20",
-        "eval.greedy=true",
-        "eval.num_tasks=32",
-        "trial.batch_size=16",
+        "eval_every=20",
+        "algo.eval.greedy=true",
+        "algo.eval.num_tasks=32",
+        "algo.trial.batch_size=16",
         "algo.hidden_sizes=[64]",
         "algo.learning_rate=0.003",
         "algo.sgd_steps=4",
@@ -187,7 +195,7 @@ def test_bc_learns_on_one_block_and_writes_outputs(tmp_path):
     first = np.mean([r["eval/total_return"] for r in table if r["kind"] == "eval" and r["update"] == 0])
     last = np.mean([r["eval/total_return"] for r in table if r["kind"] == "eval" and r["update"] == 60])
     assert first < 1.0 and last > 1.5, (first, last)  # out of an optimum of 2 over two episodes
-    assert summary["optimal_episode_return"] == [1.0, 1.0]
+    assert summary["references"]["Bayes-optimal"] == [1.0, 1.0]
     for name in ("config.yaml", "summary.json", "plots/learning_curves.png", "plots/episode_returns.png"):
         assert (run_dir / name).stat().st_size > 0
 
@@ -207,16 +215,16 @@ def test_evaluate_cli_reproduces_the_runs_evaluation_and_rejects_bad_arguments(t
             again["eval"]["episode_return"]["per_seed"][seed], logged[seed]["eval/episode_return"], atol=1e-6
         )
     # Other eval settings: latest checkpoint, greedy, more episodes.
-    assert evaluate.main([f"run_dir={run_dir}", "eval.greedy=true", "eval.episodes=3"]) == 0
+    assert evaluate.main([f"run_dir={run_dir}", "algo.eval.greedy=true", "algo.eval.episodes=3"]) == 0
     greedy = json.loads((run_dir / "eval_greedy-true_episodes-3_u8.json").read_text())
     assert len(greedy["eval"]["episode_return"]["mean"]) == 3 and greedy["eval_settings"]["greedy"] is True
     assert "update 8" in capsys.readouterr().out
     for bad, message in [
         ([], "run_dir=PATH is required"),
         ([f"run_dir={tmp_path}"], "not a jaxmeta run directory"),
-        ([f"run_dir={run_dir}", "seeds=4"], "only run_dir, update and eval"),
+        ([f"run_dir={run_dir}", "seeds=4"], "only run_dir, update and algo.eval"),
         ([f"run_dir={run_dir}", "update=3"], "no checkpoint at update 3"),
-        ([f"run_dir={run_dir}", "eval.episodes=0"], "eval.episodes"),
+        ([f"run_dir={run_dir}", "algo.eval.episodes=0"], "algo.eval.episodes"),
     ]:
         assert evaluate.main(bad) == 2, bad
         assert message in capsys.readouterr().err, bad

@@ -30,7 +30,7 @@ def small_config(run_dir="/tmp/unused", *extra):
         f"env.size={W}",
         f"env.num_colors={C}",
         "env.max_steps_in_episode=5",
-        f"trial.num_steps={T}",
+        f"algo.trial.num_steps={T}",
         f"algo.context={CONTEXT}",
         f"algo.blocks={BLOCKS}",
         "algo.features=8",
@@ -112,13 +112,18 @@ def agent():
     state = random_state(parts)
     setup = parts.setup
     steps = CONTEXT + 6
+    network = parts.network
+
+    def greedy(params, inputs, window, memory, key):
+        return snail.act(network, params, inputs, window, key, greedy=True)
+
     data, _, _ = jax.jit(
         lambda key: trial.run_trials(
             setup.env,
             setup.params,
-            parts.greedy_policy,
+            greedy,
             state.params,
-            parts.empty_window,
+            snail.empty_window(parts.network),
             setup.train_tasks,
             jnp.arange(3),
             key,
@@ -132,12 +137,12 @@ def agent():
         """Step by step through the policy's window, as while acting: [T, A]."""
 
         def _step(window, step_inputs):
-            logits, window = parts.step_logits(state.params, step_inputs, window)
+            logits, window = snail.step_logits(network, state.params, step_inputs, window)
             return window, logits
 
-        return jax.lax.scan(_step, parts.empty_window, inputs)[1]
+        return jax.lax.scan(_step, snail.empty_window(network), inputs)[1]
 
-    training_logits = jax.jit(lambda d: parts.trial_logits(state.params, d))
+    training_logits = jax.jit(lambda d: snail.trial_logits(network, state.params, d))
     return parts, state, data, acting_logits, training_logits
 
 
@@ -335,7 +340,7 @@ def test_shipped_configs_validate():
     for blocks in (2, 3):
         cfg = config.load(str(ROOT / "configs" / f"snail_x{blocks}.yaml"))
         assert cfg.algo.name == "snail" and cfg.env.num_blocks == blocks
-        assert cfg.algo.context >= cfg.trial.num_steps
+        assert cfg.algo.context >= cfg.algo.trial.num_steps
 
 
 @pytest.mark.parametrize(
@@ -343,7 +348,7 @@ def test_shipped_configs_validate():
     [
         ("algo.context=0", "algo.context"),
         (f"algo.context={T - 1}", "algo.context"),
-        ("eval.num_tasks=9", "eval.num_tasks"),
+        ("algo.eval.num_tasks=9", "algo.eval.num_tasks"),
         ("algo.blocks=[tc,lstm]", "algo.blocks"),
         ("algo.blocks=[]", "algo.blocks"),
         ("algo.filters=0", "algo.filters"),

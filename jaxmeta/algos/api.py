@@ -4,34 +4,88 @@ A method is three pure functions over a train-state pytree (the DESIGN.md
 contract): ``init(key) -> state``, ``update(state) -> (state, metrics)`` and
 ``evaluate(state, key) -> metrics``. ``train(key)`` is ``init`` then a
 ``lax.scan`` of ``update``; the runner instead jits chunks of updates, vmaps
-them over seeds and checkpoints between chunks.
+them over seeds and checkpoints between chunks. With them comes a
+:class:`Report`: what the runner prints and draws for the method, and the
+references its numbers are compared with, so that the runner names no method
+and no environment.
+
+A method module defines ``Config`` (its ``algo`` section), ``make(cfg) ->
+Algo``, optionally ``validate_config(cfg)`` (raising ``ConfigError``) and
+``NEEDS_ENV = False`` if it runs without an environment.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 
 import envs_jax
-from envs_jax.gridworld import where_tasks
+from jaxmeta import seeding
+from jaxmeta.config import ConfigError, env_settings, param
 from jaxmeta.trial import EpisodeStats, TrialData, run_trials
 
 Metrics = dict[str, jax.Array]
 
 
+def _no_references() -> dict[str, Any]:
+    return {}
+
+
+def _no_lines(summary: dict[str, Any]) -> list[str]:
+    return []
+
+
+def _no_plots(run_dir: Path, table: dict[str, Any], summary: dict[str, Any]) -> list[Path]:
+    return []
+
+
+class Report(NamedTuple):
+    """What the runner shows of a method: host-side, no jitted code.
+
+    * ``describe``: one line on what an update is (e.g. "32 trials x 80 steps");
+    * ``headline``: the evaluation metric summarised in the progress bar;
+    * ``progress``: ``(label, train metric)`` pairs shown in the progress bar;
+    * ``samples``: the train metric that counts samples so far (env steps,
+      frames, fitness evaluations), the x axis of the learning curves;
+    * ``curves``: ``(metric, title)`` pairs drawn as learning curves (train or eval metrics);
+    * ``references()``: numbers the results are compared with (e.g. the
+      Bayes-optimal return per episode), computed once at the end and stored
+      in ``summary.json``;
+    * ``lines(summary)``: the table printed at the end of a run;
+    * ``plots(run_dir, table, summary)``: figures of the method's own, written
+      under ``run_dir/plots`` (``table`` as :func:`jaxmeta.plots.read_metrics`).
+    """
+
+    describe: str = ""
+    headline: str | None = None
+    progress: tuple[tuple[str, str], ...] = ()
+    samples: str | None = None
+    curves: tuple[tuple[str, str], ...] = ()
+    references: Callable[[], dict[str, Any]] = _no_references
+    lines: Callable[[dict[str, Any]], list[str]] = _no_lines
+    plots: Callable[[Path, dict[str, Any], dict[str, Any]], list[Path]] = _no_plots
+
+
 class Algo(NamedTuple):
-    """A method's pure functions; ``name`` labels its output."""
+    """A method's pure functions, its report, and whether its seeds can be vmapped.
+
+    ``vmappable`` is false when the method steps a host environment (through
+    callbacks): the runner then runs its seeds one after another.
+    """
 
     name: str
     init: Callable[[jax.Array], Any]
     update: Callable[[Any], tuple[Any, Metrics]]
     evaluate: Callable[[Any, jax.Array], Metrics]
+    report: Report = Report()
+    vmappable: bool = True
 
 
 @struct.dataclass
@@ -45,7 +99,7 @@ class TrainState:
 
 
 def clipped_adam(learning_rate: float, max_grad_norm: float) -> optax.GradientTransformation:
-    """Adam after clipping gradients to a global norm: the optimiser every method here uses."""
+    """Adam after clipping gradients to a global norm: the optimiser most methods here use."""
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate))
 
 
@@ -53,6 +107,70 @@ def train(algo: Algo, key: jax.Array, num_updates: int) -> tuple[Any, Metrics]:
     """``init`` then ``num_updates`` updates in one ``lax.scan`` (jit it yourself)."""
     state = algo.init(key)
     return jax.lax.scan(lambda s, _: algo.update(s), state, None, length=num_updates)
+
+
+# ----------------------------------------------------------------------------- config sections
+@dataclasses.dataclass
+class TrialConfig:
+    num_steps: int = param(80, "steps per training trial T (paper: NH=80, LH=300)", min=1)
+    reset_mode: str = param(
+        "diff",
+        "after an episode ends: 'same' task again or a 'diff' task from the set",
+        choices=("same", "diff"),
+    )
+    batch_size: int = param(64, "trials per update", min=1)
+
+
+@dataclasses.dataclass
+class EpisodesEvalConfig:
+    episodes: int = param(5, "episodes per evaluation trial, same task throughout", min=1)
+    num_tasks: int = param(256, "held-out test tasks, one evaluation trial each", min=1)
+    greedy: bool = param(False, "act with the most likely action instead of sampling")
+
+
+def check_eval_tasks(cfg: Any) -> None:
+    """``algo.eval.num_tasks`` must fit in the held-out set ``algo.num_test_tasks``."""
+    evaluation, test_tasks = cfg.algo.eval, cfg.algo.num_test_tasks
+    if evaluation.num_tasks > test_tasks:
+        raise ConfigError(
+            f"algo.eval.num_tasks must be <= algo.num_test_tasks={test_tasks}, got {evaluation.num_tasks}"
+        )
+
+
+def require_discrete_actions(cfg: Any) -> None:
+    """A ``ConfigError`` unless the configured environment has a discrete action space."""
+    from gymnax.environments import spaces
+
+    env, params = make_env(cfg.env)
+    space = env.action_space(params)
+    if not isinstance(space, spaces.Discrete):
+        raise ConfigError(
+            f"{cfg.algo.name} needs a discrete action space; {cfg.env.id} has {type(space).__name__}"
+            f"{getattr(space, 'shape', '')}: choose another env.id or method"
+        )
+
+
+def require_task_interface(cfg: Any, expert: bool = False) -> None:
+    """A ``ConfigError`` unless the configured environment has tasks (``sample_task``, ``reset_to_task``)
+    and, with ``expert``, an ``expert_action`` to imitate."""
+    env, _ = make_env(cfg.env)
+    needed = ("sample_task", "reset_to_task", "expert_action") if expert else ("sample_task", "reset_to_task")
+    missing = [name for name in needed if not hasattr(env, name)]
+    if missing:
+        raise ConfigError(
+            f"{cfg.algo.name} trains on task sets; {cfg.env.id} has no task interface "
+            f"({', '.join(missing)} missing): choose an environment with tasks, e.g. Gridworld-v0"
+        )
+
+
+# ----------------------------------------------------------------------------- environments and tasks
+def make_env(env_cfg: Any) -> tuple[Any, Any]:
+    """The environment and its params from an ``env`` config section."""
+    settings = env_settings(env_cfg)
+    try:
+        return envs_jax.make(env_cfg.id, **settings["constructor"], **settings["params"])
+    except ValueError as err:
+        raise ConfigError(f"env: {' '.join(str(err).split())}") from None
 
 
 class EnvSetup(NamedTuple):
@@ -64,35 +182,28 @@ class EnvSetup(NamedTuple):
     test_tasks: Any  # held out: no test task equals a train task
 
 
-def make_env_setup(env_cfg: Any, num_train_tasks: int, num_test_tasks: int, task_seed: int) -> EnvSetup:
-    """Build the env from its config section and draw disjoint train/test task sets."""
-    overrides = {
-        "size": env_cfg.size,
-        "num_blocks": env_cfg.num_blocks,
-        "num_colors": env_cfg.num_colors,
-        "obs_mode": env_cfg.obs_mode,
-    }
-    if env_cfg.max_steps_in_episode is not None:
-        overrides["max_steps_in_episode"] = env_cfg.max_steps_in_episode
-    env, params = envs_jax.make(env_cfg.id, **overrides)
-    train_key, test_key = jax.random.split(jax.random.PRNGKey(task_seed))
-    train_tasks = envs_jax.make_task_set(
-        env, train_key, num_train_tasks, params, every_goal=env_cfg.train_every_goal
+def make_env_setup(cfg: Any, num_train_tasks: int, num_test_tasks: int) -> EnvSetup:
+    """The configured environment and its disjoint train/test task sets (drawn with ``cfg.task_seed``)."""
+    env, params = make_env(cfg.env)
+    settings = env_settings(cfg.env)
+    train_tasks, test_tasks = envs_jax.make_task_sets(
+        cfg.env.id,
+        env,
+        params,
+        seeding.task_key(cfg.task_seed),
+        num_train_tasks,
+        num_test_tasks,
+        **settings["tasks"],
     )
-    test_tasks = envs_jax.make_task_set(env, test_key, num_test_tasks, params)
-    train_rows = {_task_bytes(train_tasks, i) for i in range(num_train_tasks)}
-    duplicate = np.array([_task_bytes(test_tasks, i) in train_rows for i in range(num_test_tasks)])
-    if duplicate.any():
-        # Redraw held-out tasks that happen to equal a training task.
-        fresh = envs_jax.make_task_set(env, jax.random.fold_in(test_key, 1), num_test_tasks, params)
-        test_tasks = where_tasks(~duplicate, test_tasks, fresh)
     return EnvSetup(env, params, train_tasks, test_tasks)
 
 
-def _task_bytes(tasks: Any, i: int) -> bytes:
-    return b"".join(np.asarray(leaf[i]).tobytes() for leaf in jax.tree.leaves(tasks))
+def first_tasks(tasks: Any, count: int) -> Any:
+    """The first ``count`` tasks of a stacked task set."""
+    return jax.tree.map(lambda leaf: leaf[:count], tasks)
 
 
+# ----------------------------------------------------------------------------- metrics
 def episode_metrics(episodes: EpisodeStats, prefix: str) -> Metrics:
     """Mean return and success of the episodes that ended, over a batch of trials."""
     ended = episodes.ended.astype(jnp.float32)
@@ -119,9 +230,24 @@ def per_episode_metrics(episodes: EpisodeStats, prefix: str = "eval/") -> Metric
     }
 
 
+def adaptation_metrics(returns: jax.Array, success: jax.Array, prefix: str = "eval/") -> Metrics:
+    """:func:`per_episode_metrics` of an adaptation loop's ``returns``/``success`` ``[K, M]``."""
+    mean_returns = returns.mean(axis=1)
+    return {
+        f"{prefix}episode_return": mean_returns,
+        f"{prefix}episode_success": success.mean(axis=1),
+        f"{prefix}total_return": mean_returns.sum(),
+    }
+
+
+def trial_env_steps(update_step: jax.Array, trial_cfg: TrialConfig) -> jax.Array:
+    """Training env steps after ``update_step + 1`` updates of ``batch_size`` trials of ``num_steps``."""
+    return (update_step + 1) * (trial_cfg.batch_size * trial_cfg.num_steps)
+
+
 def labelled_trials(
     setup: EnvSetup,
-    trial_cfg: Any,
+    trial_cfg: TrialConfig,
     policy: Any,
     params: Any,
     carry: Any,
@@ -153,3 +279,27 @@ def labelled_trials(
         record_fn=lambda env_state: env.expert_action(env_state, env_params),
     )
     return data, episodes
+
+
+__all__ = [
+    "Algo",
+    "EnvSetup",
+    "EpisodesEvalConfig",
+    "Metrics",
+    "Report",
+    "TrainState",
+    "TrialConfig",
+    "adaptation_metrics",
+    "check_eval_tasks",
+    "clipped_adam",
+    "episode_metrics",
+    "first_tasks",
+    "labelled_trials",
+    "make_env",
+    "make_env_setup",
+    "per_episode_metrics",
+    "require_discrete_actions",
+    "require_task_interface",
+    "train",
+    "trial_env_steps",
+]

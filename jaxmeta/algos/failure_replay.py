@@ -11,7 +11,7 @@ Training (section 2 and 3 of the paper):
 1. A fixed set of training tasks, one failure bank each, kept on the device
    across updates (part of the train state).
 2. Each update draws ``tasks_per_update`` of the training tasks (without
-   replacement) and runs a batch of trials of ``T`` steps on them with the
+   replacement) and runs a batch of trials of ``T = algo.trial.num_steps`` steps on them with the
    current policy (``diff`` resets = RESET_DIFF draw the next episode's task
    from that draw, ``same`` = RESET_SAME); the banks are read, not written,
    during the trial. Only the drawn tasks' banks are encoded, so the cost of
@@ -24,10 +24,11 @@ Training (section 2 and 3 of the paper):
    its oldest episode.
 
 Evaluation (the paper's protocol): on held-out tasks the bank starts empty;
-the agent plays ``eval.episodes`` episodes of the same task, and after each
+the agent plays ``algo.eval.episodes`` episodes of the same task, and after each
 failed one its last ``L`` steps go into the bank before the next episode.
 
-Read top to bottom: config, state, ``make`` (policy, init, update, evaluate).
+Read top to bottom: config, state, the policy's pieces and the test protocol (module-level
+pure functions), ``make_parts`` (init, update, evaluate).
 """
 
 from __future__ import annotations
@@ -40,16 +41,30 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxmeta.algos.api import Algo, Metrics, clipped_adam, episode_metrics, labelled_trials, make_env_setup
-from jaxmeta.config import ConfigError, param
+from envs_jax.tasks import num_tasks
+from jaxmeta.algos.api import (
+    Algo,
+    EnvSetup,
+    EpisodesEvalConfig,
+    Metrics,
+    TrialConfig,
+    adaptation_metrics,
+    check_eval_tasks,
+    clipped_adam,
+    episode_metrics,
+    first_tasks,
+    labelled_trials,
+    make_env,
+    make_env_setup,
+    require_discrete_actions,
+    require_task_interface,
+    trial_env_steps,
+)
+from jaxmeta.config import ConfigError, param, section
 from jaxmeta.memory import failure_bank
 from jaxmeta.nets.failure_memory import FailureMemoryPolicy
-from jaxmeta.trial import (
-    StepInputs,
-    TrialData,
-    failures_for_bank,
-    run_episodes_with_failure_bank,
-)
+from jaxmeta.reports import episodes_report
+from jaxmeta.trial import Adaptation, StepInputs, TrialData, failures_for_bank, run_adaptation
 
 
 @dataclasses.dataclass
@@ -76,12 +91,20 @@ class Config:
         "encoded; >= num_train_tasks uses every task",
         min=1,
     )
-    num_test_tasks: int = param(256, "held-out test tasks (evaluation uses eval.num_tasks of them)", min=1)
+    num_test_tasks: int = param(
+        256, "held-out test tasks (evaluation uses algo.eval.num_tasks of them)", min=1
+    )
+    trial: TrialConfig = section(TrialConfig, "training trials")
+    eval: EpisodesEvalConfig = section(EpisodesEvalConfig, "evaluation: the test protocol on held-out tasks")
 
 
 def validate_config(cfg: Any) -> None:
     algo = cfg.algo
-    max_steps = cfg.env.max_steps_in_episode or 2 * cfg.env.size**2
+    require_task_interface(cfg, expert=True)
+    require_discrete_actions(cfg)
+    check_eval_tasks(cfg)
+    _, env_params = make_env(cfg.env)
+    max_steps = int(env_params.max_steps_in_episode)
     if algo.bank_length > max_steps:
         raise ConfigError(
             f"algo.bank_length (L={algo.bank_length}) must be <= the episode limit "
@@ -117,19 +140,204 @@ class TaskPool(NamedTuple):
     bank: failure_bank.FailureBank  # their banks, [P, ...] (a copy; writes go to the full banks)
 
 
+# ----------------------------------------------------------------------------- the policy, piece by piece
+def make_network(algo_cfg: Config, num_actions: int) -> FailureMemoryPolicy:
+    """The memory-bank policy of a config's ``algo`` section."""
+    return FailureMemoryPolicy(
+        num_actions=num_actions,
+        bank_length=algo_cfg.bank_length,
+        features=algo_cfg.features,
+        num_heads=algo_cfg.num_heads,
+        encoder_layers=algo_cfg.encoder_layers,
+        hidden=algo_cfg.hidden,
+        conv_channels=tuple(algo_cfg.conv_channels),
+        temporal=algo_cfg.temporal,
+        temporal_window=algo_cfg.temporal_window,
+    )
+
+
+def step_example(obs_space: Any) -> dict[str, jax.Array]:
+    """One stored step (``failure_bank.init``'s example): the frame, the action, the reward."""
+    return {
+        "obs": jnp.zeros(obs_space.shape, obs_space.dtype),
+        "action": jnp.zeros((), jnp.int32),
+        "reward": jnp.zeros((), jnp.float32),
+    }
+
+
+def empty_window(network: FailureMemoryPolicy) -> Window:
+    """The acting carry at the start of a trial."""
+    return Window(
+        tokens=jnp.zeros((network.temporal_window, network.features)),
+        valid=jnp.zeros((network.temporal_window,), bool),
+        time=jnp.zeros((), jnp.int32),
+    )
+
+
+def encode_banks(network: FailureMemoryPolicy, params: Any, bank: failure_bank.FailureBank) -> dict:
+    """The memory the policy reads: one vector per stored episode of every bank, and the slot masks."""
+    vectors = network.apply(params, bank.steps, bank.step_mask, method=FailureMemoryPolicy.encode_bank)
+    return {"episodes": vectors, "slot_mask": bank.slot_mask}
+
+
+def act(
+    network: FailureMemoryPolicy,
+    params: Any,
+    inputs: StepInputs,
+    window: Window,
+    memory: dict,
+    key: jax.Array,
+    greedy: bool = False,
+) -> tuple[jax.Array, Window]:
+    """One acting step: read the task's bank (``memory[inputs.task_id]``), sample (or, ``greedy``,
+    take the most likely) action; the temporal window moves on."""
+    num_actions = network.num_actions
+    start = inputs.episode_start
+    # A new episode: forget the last one's steps; its first token has "no action yet".
+    valid = jnp.where(start, False, window.valid)
+    time = jnp.where(start, 0, window.time)
+    prev_action = jnp.where(start, num_actions, inputs.prev_action)
+    prev_reward = jnp.where(start, 0.0, inputs.prev_reward)
+    valid = jnp.concatenate([valid[1:], jnp.ones((1,), bool)])
+    logits, tokens = network.apply(
+        params,
+        inputs.obs,
+        prev_action,
+        prev_reward,
+        time,
+        window.tokens,
+        valid,
+        memory["episodes"][inputs.task_id],
+        memory["slot_mask"][inputs.task_id],
+        method=FailureMemoryPolicy.act,
+    )
+    action = jnp.argmax(logits) if greedy else jax.random.categorical(key, logits)
+    return action, Window(tokens=tokens, valid=valid, time=time + 1)
+
+
+def trial_logits(network: FailureMemoryPolicy, params: Any, data: TrialData, memory: dict) -> jax.Array:
+    """Logits of every step of one recorded trial (``[T, A]``), as the acting policy computed them."""
+    num_actions, window_len = network.num_actions, network.temporal_window
+    steps = data.action.shape[0]
+    t = jnp.arange(steps)
+    start = jnp.concatenate([jnp.ones((1,), bool), data.done[:-1]])
+    start_pos = jax.lax.cummax(jnp.where(start, t, 0))
+    query = network.apply(params, data.obs, method=FailureMemoryPolicy.query)
+    m = network.apply(
+        params,
+        query,
+        memory["episodes"][data.task_id],
+        memory["slot_mask"][data.task_id],
+        method=FailureMemoryPolicy.read_memory,
+    )
+    if not network.temporal:
+        return network.apply(params, query, m, method=FailureMemoryPolicy.logits)
+    prev_action = jnp.where(
+        start, num_actions, jnp.concatenate([jnp.zeros((1,), jnp.int32), data.action[:-1]])
+    )
+    prev_reward = jnp.where(start, 0.0, jnp.concatenate([jnp.zeros((1,)), data.reward[:-1]]))
+    tokens = network.apply(
+        params, data.obs, prev_action, prev_reward, t - start_pos, method=FailureMemoryPolicy.step_token
+    )
+    # Step q sees steps k of its own episode with q - window < k <= q: the acting window.
+    same_episode = start_pos[:, None] == start_pos[None, :]
+    visible = same_episode & (t[None, :] <= t[:, None]) & (t[:, None] - t[None, :] < window_len)
+    v_o = network.apply(params, tokens, tokens, visible[None], method=FailureMemoryPolicy.temporal_features)
+    return network.apply(params, v_o, m, method=FailureMemoryPolicy.logits)
+
+
+def policy_fn(network: FailureMemoryPolicy, greedy: bool = False) -> Any:
+    """``act`` as a ``jaxmeta.trial`` policy function."""
+
+    def policy(params: Any, inputs: StepInputs, window: Window, memory: dict, key: jax.Array) -> Any:
+        return act(network, params, inputs, window, memory, key, greedy)
+
+    return policy
+
+
+def draw_pool(key: jax.Array, bank: failure_bank.FailureBank, train_tasks: Any, pool_size: int) -> TaskPool:
+    """One update's training tasks and their banks: ``pool_size`` tasks without replacement
+    (every task, in order, if the pool is all of them)."""
+    num_train_tasks = bank.num_tasks
+    if pool_size >= num_train_tasks:
+        ids = jnp.arange(num_train_tasks)
+    else:
+        ids = jax.random.choice(key, num_train_tasks, (pool_size,), replace=False)
+    take = lambda leaf: leaf[ids]  # noqa: E731
+    return TaskPool(ids, jax.tree.map(take, train_tasks), jax.tree.map(take, bank))
+
+
+def collect(
+    network: FailureMemoryPolicy, setup: EnvSetup, algo_cfg: Config, state: TrainState
+) -> tuple[TrialData, Any, TaskPool]:
+    """A batch of training trials by the current policy on a fresh task pool, every step labelled by
+    the expert (``data.extras``). Task ids in the data index the pool (``pool.task_ids`` maps them
+    to training tasks)."""
+    _, pool_key, task_key, trial_key = jax.random.split(state.key, 4)
+    pool_size = min(algo_cfg.tasks_per_update, state.bank.num_tasks)
+    pool = draw_pool(pool_key, state.bank, setup.train_tasks, pool_size)
+    data, episodes = labelled_trials(
+        setup,
+        algo_cfg.trial,
+        policy_fn(network),
+        state.params,
+        empty_window(network),
+        pool.tasks,
+        pool_size,
+        task_key,
+        trial_key,
+        memory=encode_banks(network, state.params, pool.bank),
+        max_episodes=algo_cfg.max_episodes_per_trial,
+    )
+    return data, episodes, pool
+
+
+def evaluation_trials(
+    network: FailureMemoryPolicy,
+    env: Any,
+    env_params: Any,
+    params: Any,
+    tasks: Any,
+    key: jax.Array,
+    num_episodes: int,
+    capacity: int,
+    greedy: bool = False,
+    keep_data: bool = False,
+) -> Adaptation:
+    """The test protocol on ``tasks``: banks start empty; ``num_episodes`` episodes of each task, and
+    after each failed one its last L steps join the task's bank (``Adaptation.state`` holds the final
+    banks; ``observed`` the banks each episode read)."""
+    length = network.bank_length
+    banks = failure_bank.init(
+        num_tasks(tasks), capacity, length, step_example(env.observation_space(env_params))
+    )
+
+    def write_failures(bank: failure_bank.FailureBank, data: TrialData, episodes: Any) -> tuple[Any, None]:
+        return failure_bank.add(bank, *failures_for_bank(data, episodes, length, 1)), None
+
+    return run_adaptation(
+        env,
+        env_params,
+        policy_fn(network, greedy),
+        tasks,
+        key,
+        num_episodes,
+        banks,
+        act=lambda bank: (params, encode_banks(network, params, bank)),
+        adapt=write_failures,
+        policy_carry=empty_window(network),
+        observe=(lambda bank: bank) if keep_data else None,
+        keep_data=keep_data,
+    )
+
+
+# ----------------------------------------------------------------------------- wiring
 class Parts(NamedTuple):
-    """The method's pieces, for tests and for users composing their own loop."""
+    """What :func:`make` wires together, for tests and for users composing their own loop."""
 
     algo: Algo
     network: FailureMemoryPolicy
-    setup: Any  # EnvSetup: env, params, train and test tasks
-    encode: Any  # (params, bank) -> memory the policy reads
-    sample_policy: Any
-    greedy_policy: Any
-    empty_window: Window
-    trial_logits: Any  # (params, one trial's data, memory) -> [T, A]
-    collect: Any  # state -> (data, episodes, pool): training trials, expert labels in data.extras
-    evaluation_trials: Any  # (params, key) -> (returns [K, M], success [K, M], banks): the test protocol
+    setup: EnvSetup  # env, params, train and test tasks
 
 
 def make(cfg: Any) -> Algo:
@@ -138,158 +346,39 @@ def make(cfg: Any) -> Algo:
 
 
 def make_parts(cfg: Any) -> Parts:
-    """Everything :func:`make` builds, by name."""
+    """The method's wiring: network, optimiser, task sets, and the pure functions of the contract."""
     algo_cfg = cfg.algo
-    setup = make_env_setup(cfg.env, algo_cfg.num_train_tasks, algo_cfg.num_test_tasks, cfg.task_seed)
+    setup = make_env_setup(cfg, algo_cfg.num_train_tasks, algo_cfg.num_test_tasks)
     env, env_params = setup.env, setup.params
-    num_actions, length, capacity = env.num_actions, algo_cfg.bank_length, algo_cfg.bank_capacity
-    window_len = algo_cfg.temporal_window
-    network = FailureMemoryPolicy(
-        num_actions=num_actions,
-        bank_length=length,
-        features=algo_cfg.features,
-        num_heads=algo_cfg.num_heads,
-        encoder_layers=algo_cfg.encoder_layers,
-        hidden=algo_cfg.hidden,
-        conv_channels=tuple(algo_cfg.conv_channels),
-        temporal=algo_cfg.temporal,
-        temporal_window=window_len,
-    )
+    length, capacity = algo_cfg.bank_length, algo_cfg.bank_capacity
+    network = make_network(algo_cfg, env.num_actions)
     optimizer = clipped_adam(algo_cfg.learning_rate, algo_cfg.max_grad_norm)
-    obs_space = env.observation_space(env_params)
-    step_example = {
-        "obs": jnp.zeros(obs_space.shape, obs_space.dtype),
-        "action": jnp.zeros((), jnp.int32),
-        "reward": jnp.zeros((), jnp.float32),
-    }
-    test_tasks = jax.tree.map(lambda leaf: leaf[: cfg.eval.num_tasks], setup.test_tasks)
-    num_test = cfg.eval.num_tasks
-    empty_window = Window(
-        tokens=jnp.zeros((window_len, algo_cfg.features)),
-        valid=jnp.zeros((window_len,), bool),
-        time=jnp.zeros((), jnp.int32),
-    )
-
-    def encode(params: Any, bank: failure_bank.FailureBank) -> dict:
-        """Episode vectors of every bank, computed once per trial batch."""
-        vectors = network.apply(params, bank.steps, bank.step_mask, method=FailureMemoryPolicy.encode_bank)
-        return {"episodes": vectors, "slot_mask": bank.slot_mask}
-
-    def make_policy(greedy: bool) -> Any:
-        def policy(params: Any, inputs: StepInputs, window: Window, memory: dict, key: jax.Array) -> Any:
-            start = inputs.episode_start
-            # A new episode: forget the last one's steps; its first token has "no action yet".
-            valid = jnp.where(start, False, window.valid)
-            time = jnp.where(start, 0, window.time)
-            prev_action = jnp.where(start, num_actions, inputs.prev_action)
-            prev_reward = jnp.where(start, 0.0, inputs.prev_reward)
-            valid = jnp.concatenate([valid[1:], jnp.ones((1,), bool)])
-            logits, tokens = network.apply(
-                params,
-                inputs.obs,
-                prev_action,
-                prev_reward,
-                time,
-                window.tokens,
-                valid,
-                memory["episodes"][inputs.task_id],
-                memory["slot_mask"][inputs.task_id],
-                method=FailureMemoryPolicy.act,
-            )
-            action = jnp.argmax(logits) if greedy else jax.random.categorical(key, logits)
-            return action, Window(tokens=tokens, valid=valid, time=time + 1)
-
-        return policy
-
-    sample_policy, greedy_policy = make_policy(False), make_policy(True)
-
-    def trial_logits(params: Any, data: TrialData, memory: dict) -> jax.Array:
-        """Logits of every step of one recorded trial (``[T, A]``), as the acting policy computed them."""
-        steps = data.action.shape[0]
-        t = jnp.arange(steps)
-        start = jnp.concatenate([jnp.ones((1,), bool), data.done[:-1]])
-        start_pos = jax.lax.cummax(jnp.where(start, t, 0))
-        query = network.apply(params, data.obs, method=FailureMemoryPolicy.query)
-        m = network.apply(
-            params,
-            query,
-            memory["episodes"][data.task_id],
-            memory["slot_mask"][data.task_id],
-            method=FailureMemoryPolicy.read_memory,
-        )
-        if not algo_cfg.temporal:
-            return network.apply(params, query, m, method=FailureMemoryPolicy.logits)
-        prev_action = jnp.where(
-            start, num_actions, jnp.concatenate([jnp.zeros((1,), jnp.int32), data.action[:-1]])
-        )
-        prev_reward = jnp.where(start, 0.0, jnp.concatenate([jnp.zeros((1,)), data.reward[:-1]]))
-        tokens = network.apply(
-            params, data.obs, prev_action, prev_reward, t - start_pos, method=FailureMemoryPolicy.step_token
-        )
-        # Step q sees steps k of its own episode with q - window < k <= q: the acting window.
-        same_episode = start_pos[:, None] == start_pos[None, :]
-        visible = same_episode & (t[None, :] <= t[:, None]) & (t[:, None] - t[None, :] < window_len)
-        v_o = network.apply(
-            params, tokens, tokens, visible[None], method=FailureMemoryPolicy.temporal_features
-        )
-        return network.apply(params, v_o, m, method=FailureMemoryPolicy.logits)
+    example = step_example(env.observation_space(env_params))
+    test_tasks = first_tasks(setup.test_tasks, algo_cfg.eval.num_tasks)
 
     def init(key: jax.Array) -> TrainState:
         key, init_key = jax.random.split(key)
-        bank = failure_bank.init(algo_cfg.num_train_tasks, capacity, length, step_example)
+        bank = failure_bank.init(num_tasks(setup.train_tasks), capacity, length, example)
         one_bank = jax.tree.map(lambda x: x[0], bank)
         params = network.init(
             init_key,
-            step_example["obs"],
+            example["obs"],
             one_bank.steps,
             one_bank.step_mask,
             one_bank.slot_mask,
-            jnp.int32(num_actions),
+            jnp.int32(env.num_actions),
             jnp.float32(0.0),
         )
         return TrainState(params, optimizer.init(params), bank, key, jnp.zeros((), jnp.int32))
 
-    pool_size = min(algo_cfg.tasks_per_update, algo_cfg.num_train_tasks)
-
-    def draw_pool(key: jax.Array, bank: failure_bank.FailureBank) -> TaskPool:
-        """One update's training tasks and their banks (every task, in order, if the pool is all of them)."""
-        if pool_size == algo_cfg.num_train_tasks:
-            ids = jnp.arange(pool_size)
-        else:
-            ids = jax.random.choice(key, algo_cfg.num_train_tasks, (pool_size,), replace=False)
-        take = lambda leaf: leaf[ids]  # noqa: E731
-        return TaskPool(ids, jax.tree.map(take, setup.train_tasks), jax.tree.map(take, bank))
-
-    def collect(state: TrainState) -> tuple[TrialData, Any, TaskPool]:
-        """A batch of trials by the current policy on a fresh task pool, every step labelled by the expert.
-
-        Task ids in the returned data index the pool (``pool.task_ids`` maps them to training tasks).
-        """
-        _, pool_key, task_key, trial_key = jax.random.split(state.key, 4)
-        pool = draw_pool(pool_key, state.bank)
-        data, episodes = labelled_trials(
-            setup,
-            cfg.trial,
-            sample_policy,
-            state.params,
-            empty_window,
-            pool.tasks,
-            pool_size,
-            task_key,
-            trial_key,
-            memory=encode(state.params, pool.bank),
-            max_episodes=algo_cfg.max_episodes_per_trial,
-        )
-        return data, episodes, pool
-
     def update(state: TrainState) -> tuple[TrainState, Metrics]:
         key = jax.random.split(state.key, 4)[0]  # collect uses the other three
-        data, episodes, pool = collect(state)
+        data, episodes, pool = collect(network, setup, algo_cfg, state)
         labels = data.extras
 
         def loss_fn(params: Any) -> tuple[jax.Array, jax.Array]:
-            memory = encode(params, pool.bank)
-            logits = jax.vmap(trial_logits, in_axes=(None, 0, None))(params, data, memory)
+            memory = encode_banks(network, params, pool.bank)
+            logits = jax.vmap(trial_logits, in_axes=(None, None, 0, None))(network, params, data, memory)
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
             return loss, (jnp.argmax(logits, -1) == labels).mean()
 
@@ -305,51 +394,42 @@ def make_parts(cfg: Any) -> Parts:
             "loss": loss,
             "accuracy": accuracy,
             "bank_fill": failure_bank.size(bank).mean() / capacity,
+            "env_steps": trial_env_steps(state.update_step, algo_cfg.trial),
             **episode_metrics(episodes, "train/"),
         }
         return TrainState(params, opt_state, bank, key, state.update_step + 1), metrics
 
-    def evaluation_trials(
-        params: Any, key: jax.Array
-    ) -> tuple[jax.Array, jax.Array, failure_bank.FailureBank]:
-        """The test protocol on the held-out tasks: ``(returns [K, M], success [K, M], final FailureBank)``.
-
-        Banks start empty; after each failed episode its last L steps join its task's bank.
-        """
-        return run_episodes_with_failure_bank(
-            env,
-            env_params,
-            greedy_policy if cfg.eval.greedy else sample_policy,
-            params,
-            empty_window,
-            test_tasks,
-            key,
-            cfg.eval.episodes,
-            failure_bank.init(num_test, capacity, length, step_example),
-            lambda bank: encode(params, bank),
-        )
-
     def evaluate(state: TrainState, key: jax.Array) -> Metrics:
         """Held-out tasks, empty banks; after each failed episode its last L steps join the bank."""
-        returns, success, bank = evaluation_trials(state.params, key)
-        mean_returns = returns.mean(axis=1)  # [K]
+        out = evaluation_trials(
+            network,
+            env,
+            env_params,
+            state.params,
+            test_tasks,
+            key,
+            algo_cfg.eval.episodes,
+            capacity,
+            algo_cfg.eval.greedy,
+        )
         return {
-            "eval/episode_return": mean_returns,
-            "eval/episode_success": success.mean(axis=1),
-            "eval/total_return": mean_returns.sum(),
-            "eval/bank_fill": failure_bank.size(bank).mean() / capacity,
+            **adaptation_metrics(out.returns, out.success),
+            "eval/bank_fill": failure_bank.size(out.state).mean() / capacity,
         }
 
-    algo = Algo("failure_replay", init, update, evaluate)
-    return Parts(
-        algo,
-        network,
-        setup,
-        encode,
-        sample_policy,
-        greedy_policy,
-        empty_window,
-        trial_logits,
-        collect,
-        evaluation_trials,
+    trial = algo_cfg.trial
+    report = episodes_report(
+        env,
+        env_params,
+        test_tasks,
+        algo_cfg.eval.episodes,
+        cfg.task_seed,
+        describe=f"{trial.batch_size} trials x {trial.num_steps} steps",
+        curves=(
+            ("loss", "imitation loss"),
+            ("accuracy", "agreement with the expert"),
+            ("bank_fill", "training banks' fill"),
+            ("eval/total_return", "held-out return, whole trial"),
+        ),
     )
+    return Parts(Algo("failure_replay", init, update, evaluate, report), network, setup)

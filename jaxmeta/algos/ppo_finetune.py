@@ -10,7 +10,7 @@ shared by a policy head (action logits) and a value head ``V(o_t)``.
 
 Pretraining (``update``), as :mod:`jaxmeta.algos.bc` but on this network:
 
-1. A batch of trials of ``T`` steps on training tasks with the current
+1. A batch of trials of ``T = algo.trial.num_steps`` steps on training tasks with the current
    policy, sampling actions; every visited state is labelled with the
    path-planning expert's action (DAgger-style labels on on-policy data).
 2. The actor is trained by cross-entropy on the labels. The critic regresses
@@ -21,7 +21,7 @@ Pretraining (``update``), as :mod:`jaxmeta.algos.bc` but on this network:
 
 Evaluation (the paper's protocol, one copy of the agent per held-out task):
 each test task gets its own copy of the pretrained parameters and its own
-Adam state (vmapped over tasks). For ``eval.episodes`` episodes (a
+Adam state (vmapped over tasks). For ``algo.eval.episodes`` episodes (a
 ``lax.scan``): run one episode per task, record its return and success, then
 finetune that task's copy with PPO on that episode alone: GAE advantages from
 the value head, the clipped surrogate, value loss and entropy bonus,
@@ -33,32 +33,44 @@ like a termination (the episode's return is what is measured), so nothing is
 bootstrapped past it. The finetuning after the last episode is computed and
 discarded (it keeps the scan uniform).
 
-Read top to bottom: config, state, ``make_parts`` (policy, init, update,
-finetuning, evaluate).
+Read top to bottom: config, the policy and the finetuning step (module-level pure
+functions), ``make_parts`` (init, update, evaluate).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxmeta import ppo
+from envs_jax.tasks import num_tasks
+from jaxmeta import policy_gradient as pg
 from jaxmeta.algos.api import (
     Algo,
+    EnvSetup,
+    EpisodesEvalConfig,
     Metrics,
     TrainState,
+    TrialConfig,
+    adaptation_metrics,
+    check_eval_tasks,
     clipped_adam,
     episode_metrics,
+    first_tasks,
     labelled_trials,
     make_env_setup,
+    require_discrete_actions,
+    require_task_interface,
+    trial_env_steps,
 )
-from jaxmeta.config import param
+from jaxmeta.config import param, section
 from jaxmeta.nets.actor_critic import ActorCritic
-from jaxmeta.trial import StepInputs, TrialData, run_trial
+from jaxmeta.reports import episodes_report
+from jaxmeta.trial import Adaptation, StepInputs, TrialData, run_adaptation
 
 
 @dataclasses.dataclass
@@ -80,26 +92,38 @@ class Config:
     gae_lambda: float = param(0.95, "GAE lambda", min=0.0, max=1.0)
     entropy_coef: float = param(0.01, "weight of the entropy bonus in finetuning", min=0.0)
     num_train_tasks: int = param(1000, "fixed training tasks", min=1)
-    num_test_tasks: int = param(256, "held-out test tasks (evaluation uses eval.num_tasks of them)", min=1)
+    num_test_tasks: int = param(
+        256, "held-out test tasks (evaluation uses algo.eval.num_tasks of them)", min=1
+    )
+    trial: TrialConfig = section(TrialConfig, "training (pretraining) trials")
+    eval: EpisodesEvalConfig = section(EpisodesEvalConfig, "evaluation: episodes of held-out tasks")
 
 
-class Parts(NamedTuple):
-    """The method's pieces, for tests and for users composing their own loop."""
-
-    algo: Algo
-    network: ActorCritic
-    setup: Any  # EnvSetup: env, params, train and test tasks
-    sample_policy: Any
-    greedy_policy: Any
-    collect: Any  # state -> (data, episodes, value_targets, value_mask): one batch of training trials
-    finetune: Any  # (params, opt_state, data, valid) -> (params, opt_state, stats): one task's PPO update
-    finetune_optimizer: optax.GradientTransformation
-    finetune_episodes: Any  # (params, tasks, key, num_episodes) -> (returns, success, task_params, stats)
+def validate_config(cfg: Any) -> None:
+    require_task_interface(cfg, expert=True)
+    require_discrete_actions(cfg)
+    check_eval_tasks(cfg)
 
 
-def make(cfg: Any) -> Algo:
-    """Build ``init``, ``update`` and ``evaluate`` for a validated run config."""
-    return make_parts(cfg).algo
+class FinetuneSettings(NamedTuple):
+    """PPO's settings for the test-time finetuning on one episode."""
+
+    gamma: float
+    gae_lambda: float
+    clip_eps: float
+    value_coef: float
+    entropy_coef: float
+    epochs: int
+
+
+# ----------------------------------------------------------------------------- the policy, piece by piece
+def act(
+    network: ActorCritic, params: Any, inputs: StepInputs, carry: Any, key: jax.Array, greedy: bool = False
+) -> tuple[jax.Array, Any]:
+    """The policy's action on one step: sampled from its logits, or the most likely with ``greedy``."""
+    logits, _ = network.apply(params, inputs.obs)
+    action = jnp.argmax(logits, axis=-1) if greedy else jax.random.categorical(key, logits)
+    return action, carry
 
 
 def ended_in_trial(data: TrialData) -> jax.Array:
@@ -108,60 +132,169 @@ def ended_in_trial(data: TrialData) -> jax.Array:
     return data.episode_index < last_index + data.done[..., -1:].astype(last_index.dtype)
 
 
+def finetune(
+    network: ActorCritic,
+    optimizer: optax.GradientTransformation,
+    settings: FinetuneSettings,
+    params: Any,
+    opt_state: Any,
+    data: TrialData,
+    valid: jax.Array,
+) -> tuple[Any, Any, dict[str, jax.Array]]:
+    """PPO on one task's episode: ``data`` leaves ``[T, ...]``, ``valid [T]`` its real steps.
+
+    The episode must end at or before the last step (``done``), as an
+    episode run for the episode limit does: nothing is bootstrapped past it.
+    Returns the finetuned ``(params, opt_state)`` and ``{"kl", "value_loss"}``.
+    """
+    old_logits, old_values = network.apply(params, data.obs)
+    old_log_probs_all = jax.nn.log_softmax(old_logits)
+    old_log_probs = jnp.take_along_axis(old_log_probs_all, data.action[:, None], axis=-1)[:, 0]
+    advantages, targets = pg.gae(data.reward, old_values, data.done, 0.0, settings.gamma, settings.gae_lambda)
+
+    def loss_fn(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+        logits, values = network.apply(params, data.obs)
+        return pg.clipped_loss(
+            logits,
+            values,
+            data.action,
+            old_log_probs,
+            advantages,
+            targets,
+            valid,
+            settings.clip_eps,
+            settings.value_coef,
+            settings.entropy_coef,
+        )
+
+    def _update_epoch(carry: tuple[Any, Any], _: None) -> tuple[tuple[Any, Any], dict[str, jax.Array]]:
+        params, opt_state = carry
+        grads, aux = jax.grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), aux
+
+    (params, opt_state), aux = jax.lax.scan(_update_epoch, (params, opt_state), None, length=settings.epochs)
+    new_log_probs_all = jax.nn.log_softmax(network.apply(params, data.obs)[0])
+    kl = (jnp.exp(old_log_probs_all) * (old_log_probs_all - new_log_probs_all)).sum(-1)
+    stats = {"kl": pg.masked_mean(kl, valid), "value_loss": aux["value_loss"][0]}
+    return params, opt_state, stats
+
+
+def finetune_episodes(
+    network: ActorCritic,
+    optimizer: optax.GradientTransformation,
+    settings: FinetuneSettings,
+    env: Any,
+    env_params: Any,
+    params: Any,
+    tasks: Any,
+    key: jax.Array,
+    num_episodes: int,
+    greedy: bool = False,
+) -> Adaptation:
+    """``num_episodes`` episodes on each of ``tasks``, PPO-finetuning each task's copy of ``params``
+    after each one.
+
+    The adaptation loop (:func:`jaxmeta.trial.run_adaptation`) with one
+    ``(params, opt_state)`` per task; ``Adaptation.state`` holds the per-task
+    parameters after the last finetuning (leading axis ``M``), ``stats`` the
+    finetuning statistics ``[K, M]``.
+    """
+    num_tasks = jax.tree.leaves(tasks)[0].shape[0]
+    task_params = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_tasks, *x.shape)), params)
+
+    def policy(params: Any, inputs: StepInputs, carry: Any, memory: Any, key: jax.Array) -> Any:
+        return act(network, params, inputs, carry, key, greedy)
+
+    def adapt(state: tuple[Any, Any], data: TrialData, episodes: Any) -> tuple[tuple[Any, Any], Any]:
+        valid = data.episode_index == 0
+        one_task = functools.partial(finetune, network, optimizer, settings)
+        task_params, opt_states, stats = jax.vmap(one_task)(*state, data, valid)
+        return (task_params, opt_states), stats
+
+    return run_adaptation(
+        env,
+        env_params,
+        policy,
+        tasks,
+        key,
+        num_episodes,
+        (task_params, jax.vmap(optimizer.init)(task_params)),
+        act=lambda state: (state[0], None),
+        adapt=adapt,
+        params_per_task=True,
+    )
+
+
+# ----------------------------------------------------------------------------- wiring
+class Parts(NamedTuple):
+    """What :func:`make` wires together, for tests and for users composing their own loop."""
+
+    algo: Algo
+    network: ActorCritic
+    setup: EnvSetup  # env, params, train and test tasks
+    finetune_optimizer: optax.GradientTransformation
+    settings: FinetuneSettings
+
+
+def make(cfg: Any) -> Algo:
+    """Build ``init``, ``update`` and ``evaluate`` for a validated run config."""
+    return make_parts(cfg).algo
+
+
 def make_parts(cfg: Any) -> Parts:
-    """Everything :func:`make` builds, by name."""
+    """The method's wiring: network, optimisers, task sets, and the pure functions of the contract."""
     algo_cfg = cfg.algo
-    setup = make_env_setup(cfg.env, algo_cfg.num_train_tasks, algo_cfg.num_test_tasks, cfg.task_seed)
+    setup = make_env_setup(cfg, algo_cfg.num_train_tasks, algo_cfg.num_test_tasks)
     env, env_params = setup.env, setup.params
     network = ActorCritic(num_actions=env.num_actions, features=algo_cfg.features, hidden=algo_cfg.hidden)
     optimizer = clipped_adam(algo_cfg.learning_rate, algo_cfg.max_grad_norm)
     finetune_optimizer = clipped_adam(algo_cfg.finetune_learning_rate, algo_cfg.max_grad_norm)
+    settings = FinetuneSettings(
+        algo_cfg.gamma,
+        algo_cfg.gae_lambda,
+        algo_cfg.clip_eps,
+        algo_cfg.value_coef,
+        algo_cfg.entropy_coef,
+        algo_cfg.ppo_epochs,
+    )
     obs_space = env.observation_space(env_params)
     obs_example = jnp.zeros(obs_space.shape, obs_space.dtype)
-    test_tasks = jax.tree.map(lambda leaf: leaf[: cfg.eval.num_tasks], setup.test_tasks)
-    gamma = algo_cfg.gamma
+    test_tasks = first_tasks(setup.test_tasks, algo_cfg.eval.num_tasks)
 
     def sample_policy(params: Any, inputs: StepInputs, carry: Any, memory: Any, key: jax.Array) -> Any:
-        logits, _ = network.apply(params, inputs.obs)
-        return jax.random.categorical(key, logits), carry
-
-    def greedy_policy(params: Any, inputs: StepInputs, carry: Any, memory: Any, key: jax.Array) -> Any:
-        logits, _ = network.apply(params, inputs.obs)
-        return jnp.argmax(logits, axis=-1), carry
+        return act(network, params, inputs, carry, key)
 
     def init(key: jax.Array) -> TrainState:
         key, init_key = jax.random.split(key)
         params = network.init(init_key, obs_example)
         return TrainState(params, optimizer.init(params), key, jnp.zeros((), jnp.int32))
 
-    # ------------------------------------------------------------ pretraining
-    def collect(state: TrainState) -> tuple[TrialData, Any, jax.Array, jax.Array]:
-        """A batch of trials by the current policy, expert labels in ``data.extras``,
-        and the critic's targets: return-to-go in each episode, masked where cut off."""
-        _, task_key, trial_key = jax.random.split(state.key, 3)
+    def update(state: TrainState) -> tuple[TrainState, Metrics]:
+        """Pretraining: imitation of the expert on a batch of trials; the critic regresses the
+        return-to-go of each episode, masked where the trial cut the episode off."""
+        key, task_key, trial_key = jax.random.split(state.key, 3)
         data, episodes = labelled_trials(
             setup,
-            cfg.trial,
+            algo_cfg.trial,
             sample_policy,
             state.params,
             None,
             setup.train_tasks,
-            algo_cfg.num_train_tasks,
+            num_tasks(setup.train_tasks),
             task_key,
             trial_key,
         )
-        returns = jax.vmap(ppo.discounted_returns, in_axes=(0, 0, None))(data.reward, data.done, gamma)
-        return data, episodes, returns, ended_in_trial(data)
-
-    def update(state: TrainState) -> tuple[TrainState, Metrics]:
-        key = jax.random.split(state.key, 3)[0]  # collect uses the other two
-        data, episodes, returns, value_mask = collect(state)
+        returns = jax.vmap(pg.discounted_returns, in_axes=(0, 0, None))(
+            data.reward, data.done, algo_cfg.gamma
+        )
+        value_mask = ended_in_trial(data)
         labels = data.extras
 
         def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, ...]]:
             logits, values = network.apply(params, data.obs)
             imitation = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-            value_loss = ppo.masked_mean((values - returns) ** 2, value_mask)
+            value_loss = pg.masked_mean((values - returns) ** 2, value_mask)
             accuracy = (jnp.argmax(logits, -1) == labels).mean()
             return imitation + algo_cfg.value_coef * value_loss, (imitation, value_loss, accuracy)
 
@@ -174,119 +307,38 @@ def make_parts(cfg: Any) -> Parts:
             "loss": imitation,
             "accuracy": accuracy,
             "value_loss": value_loss,
+            "env_steps": trial_env_steps(state.update_step, algo_cfg.trial),
             **episode_metrics(episodes, "train/"),
         }
         return TrainState(params, opt_state, key, state.update_step + 1), metrics
 
-    # ------------------------------------------------------------- finetuning
-    def finetune(
-        params: Any, opt_state: Any, data: TrialData, valid: jax.Array
-    ) -> tuple[Any, Any, dict[str, jax.Array]]:
-        """PPO on one task's episode: ``data`` leaves ``[T, ...]``, ``valid [T]`` its real steps.
-
-        The episode must end at or before the last step (``done``), as an
-        episode run for the episode limit does: nothing is bootstrapped past it.
-        """
-        old_logits, old_values = network.apply(params, data.obs)
-        old_log_probs_all = jax.nn.log_softmax(old_logits)
-        old_log_probs = jnp.take_along_axis(old_log_probs_all, data.action[:, None], axis=-1)[:, 0]
-        advantages, targets = ppo.gae(data.reward, old_values, data.done, 0.0, gamma, algo_cfg.gae_lambda)
-
-        def loss_fn(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-            logits, values = network.apply(params, data.obs)
-            return ppo.clipped_loss(
-                logits,
-                values,
-                data.action,
-                old_log_probs,
-                advantages,
-                targets,
-                valid,
-                algo_cfg.clip_eps,
-                algo_cfg.value_coef,
-                algo_cfg.entropy_coef,
-            )
-
-        def _update_epoch(carry: tuple[Any, Any], _: None) -> tuple[tuple[Any, Any], dict[str, jax.Array]]:
-            params, opt_state = carry
-            grads, aux = jax.grad(loss_fn, has_aux=True)(params)
-            updates, opt_state = finetune_optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), aux
-
-        (params, opt_state), aux = jax.lax.scan(
-            _update_epoch, (params, opt_state), None, length=algo_cfg.ppo_epochs
-        )
-        new_log_probs_all = jax.nn.log_softmax(network.apply(params, data.obs)[0])
-        kl = (jnp.exp(old_log_probs_all) * (old_log_probs_all - new_log_probs_all)).sum(-1)
-        stats = {"kl": ppo.masked_mean(kl, valid), "value_loss": aux["value_loss"][0]}
-        return params, opt_state, stats
-
-    def finetune_episodes(
-        params: Any, tasks: Any, key: jax.Array, num_episodes: int
-    ) -> tuple[jax.Array, jax.Array, Any, dict[str, jax.Array]]:
-        """``num_episodes`` episodes on each of ``tasks``, PPO-finetuning each task's copy after each.
-
-        Returns ``(returns [K, M], success [K, M], task_params, stats)`` for
-        ``M`` tasks: the per-task parameters after the last finetuning (leading
-        axis ``M``) and per-episode finetuning statistics ``[K, M]``.
-        """
-        num_tasks = jax.tree.leaves(tasks)[0].shape[0]
-        task_params = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_tasks, *x.shape)), params)
-        opt_states = jax.vmap(finetune_optimizer.init)(task_params)
-        policy = greedy_policy if cfg.eval.greedy else sample_policy
-        episode_limit = env_params.max_steps_in_episode
-
-        def one_episode(params: Any, task_id: jax.Array, key: jax.Array) -> tuple[TrialData, Any]:
-            # A trial as long as the episode limit: its episode 0 is the episode.
-            data, episodes, _ = run_trial(
-                env,
-                env_params,
-                policy,
-                params,
-                None,
-                tasks,
-                task_id,
-                key,
-                episode_limit,
-                "same",
-                max_episodes=1,
-            )
-            return data, episodes
-
-        def _episode(carry: tuple[Any, Any], key: jax.Array) -> tuple[tuple[Any, Any], Any]:
-            task_params, opt_states = carry
-            data, episodes = jax.vmap(one_episode)(
-                task_params, jnp.arange(num_tasks), jax.random.split(key, num_tasks)
-            )
-            valid = data.episode_index == 0
-            task_params, opt_states, stats = jax.vmap(finetune)(task_params, opt_states, data, valid)
-            return (task_params, opt_states), (episodes.returns[:, 0], episodes.success[:, 0], stats)
-
-        (task_params, _), (returns, success, stats) = jax.lax.scan(
-            _episode, (task_params, opt_states), jax.random.split(key, num_episodes)
-        )
-        return returns, success, task_params, stats
-
     def evaluate(state: TrainState, key: jax.Array) -> Metrics:
-        """Held-out tasks, one finetuned copy of the policy each, ``eval.episodes`` episodes."""
-        returns, success, _, stats = finetune_episodes(state.params, test_tasks, key, cfg.eval.episodes)
-        mean_returns = returns.mean(axis=1)  # [K]
+        """Held-out tasks, one finetuned copy of the policy each, ``algo.eval.episodes`` episodes."""
+        out = finetune_episodes(
+            network,
+            finetune_optimizer,
+            settings,
+            env,
+            env_params,
+            state.params,
+            test_tasks,
+            key,
+            algo_cfg.eval.episodes,
+            algo_cfg.eval.greedy,
+        )
         return {
-            "eval/episode_return": mean_returns,
-            "eval/episode_success": success.mean(axis=1),
-            "eval/total_return": mean_returns.sum(),
-            "eval/finetune_kl": stats["kl"].mean(axis=1),
+            **adaptation_metrics(out.returns, out.success),
+            "eval/finetune_kl": out.stats["kl"].mean(axis=1),
         }
 
-    algo = Algo("ppo_finetune", init, update, evaluate)
-    return Parts(
-        algo,
-        network,
-        setup,
-        sample_policy,
-        greedy_policy,
-        collect,
-        finetune,
-        finetune_optimizer,
-        finetune_episodes,
+    trial = algo_cfg.trial
+    report = episodes_report(
+        env,
+        env_params,
+        test_tasks,
+        algo_cfg.eval.episodes,
+        cfg.task_seed,
+        describe=f"{trial.batch_size} trials x {trial.num_steps} steps",
     )
+    algo = Algo("ppo_finetune", init, update, evaluate, report)
+    return Parts(algo, network, setup, finetune_optimizer, settings)

@@ -6,15 +6,24 @@ reward received. A step token is always "frame + the action and reward that
 produced it": for a stored episode ``(o_{t+1}, a_t, r_t)``, for the current
 episode ``(o_t, a_{t-1}, r_{t-1})``, with action index ``num_actions`` meaning
 "no action yet" at an episode's first step.
+
+``encoder_for`` picks an encoder from a gymnax observation space (pixels,
+vectors, discrete observations, dicts of them); every encoder maps
+``[..., *obs_shape]`` to a linear (not activated) embedding ``[..., features]``,
+as ``ObsEncoder`` does, and the network that uses it applies its own
+nonlinearity.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.core import FrozenDict
+from gymnax.environments import spaces
 
 from jaxmeta.nets.mlp import MLP
 
@@ -88,3 +97,113 @@ class StepEncoder(nn.Module):
         reward_emb = nn.Dense(self.features)(reward[..., None].astype(jnp.float32))
         merged = jnp.concatenate([frame, action_emb, reward_emb], axis=-1)
         return MLP((self.features, self.features))(nn.relu(merged))
+
+
+class VectorEncoder(nn.Module):
+    """``[..., *obs_shape]`` -> ``[..., features]``: flatten the last ``obs_ndim`` dims, then an MLP.
+
+    ReLU between layers and none after the last (a linear embedding, like
+    ``ObsEncoder``'s). ``hidden_sizes=()`` is a single Dense layer. uint8
+    inputs are scaled to [0, 1] (``as_float_image``), anything else cast to float32.
+    """
+
+    features: int
+    hidden_sizes: Sequence[int] = ()
+    obs_ndim: int = 1  # trailing dims that make one observation; the rest are batch dims
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = as_float_image(obs)
+        lead = x.shape[: x.ndim - self.obs_ndim]
+        # math.prod(()) == 1: a scalar observation becomes a 1-vector.
+        x = x.reshape((*lead, math.prod(x.shape[len(lead) :])))
+        return MLP((*self.hidden_sizes, self.features))(x)
+
+
+class DiscreteEncoder(nn.Module):
+    """Integer observations ``[...]`` in ``[0, num_categories)`` -> ``[..., features]``.
+
+    One-hot, then an MLP (``VectorEncoder``).
+    """
+
+    features: int
+    num_categories: int
+    hidden_sizes: Sequence[int] = ()
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = jax.nn.one_hot(obs, self.num_categories, dtype=jnp.float32)
+        return VectorEncoder(self.features, self.hidden_sizes, obs_ndim=1)(x)
+
+
+class DictEncoder(nn.Module):
+    """Dict observations: each key through its own encoder, concatenated in sorted key order, then a Dense.
+
+    ``{key: [..., *shape_key]}`` -> ``[..., features]``. ``encoders`` maps each
+    observation key to an encoder; a plain dict is frozen on construction
+    (flax module attributes must be hashable). Parameters live under
+    ``encoders_<key>`` and ``Dense_0``.
+    """
+
+    features: int
+    encoders: Mapping[str, nn.Module]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.encoders, FrozenDict):
+            object.__setattr__(self, "encoders", FrozenDict(self.encoders))
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, obs: Mapping[str, jax.Array]) -> jax.Array:
+        # Sorted, not insertion order: the layout of the concatenation must not
+        # depend on how the dict was built.
+        parts = [self.encoders[key](obs[key]) for key in sorted(self.encoders)]
+        return nn.Dense(self.features)(jnp.concatenate(parts, axis=-1))
+
+
+def encoder_for(
+    space: spaces.Space,
+    features: int = 64,
+    *,
+    hidden: Sequence[int] = (),
+    conv_channels: Sequence[int] = (32, 32),
+) -> nn.Module:
+    """An encoder ``[..., *space.shape]`` -> ``[..., features]`` chosen from a gymnax observation space.
+
+    * ``Box`` with 3 dims ``(H, W, C)``: ``ObsEncoder`` (3x3 convolutions with
+      ``conv_channels``, then an MLP with one hidden layer, so ``hidden`` must
+      hold exactly one width; ``hidden=()`` means 128, ObsEncoder's default).
+    * ``Box`` with 0-2 dims: ``VectorEncoder`` over the flattened observation.
+    * ``Discrete``: ``DiscreteEncoder`` (one-hot, then an MLP).
+    * ``Dict``: ``DictEncoder`` with ``encoder_for`` of each subspace (same
+      ``features``, ``hidden``, ``conv_channels``).
+
+    ``hidden`` lists the MLP's hidden widths (``()``: a single Dense layer).
+    Any other space raises ``ValueError``.
+    """
+    hidden = tuple(int(h) for h in hidden)
+    if isinstance(space, spaces.Box):
+        shape = tuple(int(d) for d in space.shape)
+        if len(shape) == 3:
+            if len(hidden) > 1:
+                raise ValueError(
+                    f"image observations ({space!r}) use ObsEncoder, which has one hidden layer; "
+                    f"got hidden={hidden}"
+                )
+            return ObsEncoder(features, tuple(conv_channels), hidden=hidden[0] if hidden else 128)
+        if len(shape) <= 2:
+            return VectorEncoder(features, hidden, obs_ndim=len(shape))
+        raise ValueError(f"no encoder for {space!r}: Box observations must have 0-3 dims, got shape {shape}")
+    if isinstance(space, spaces.Discrete):
+        return DiscreteEncoder(features, int(space.n), hidden)
+    if isinstance(space, spaces.Dict):
+        return DictEncoder(
+            features,
+            {
+                key: encoder_for(sub, features, hidden=hidden, conv_channels=conv_channels)
+                for key, sub in space.spaces.items()
+            },
+        )
+    raise ValueError(
+        f"no encoder for observation space {space!r}: supported are Box (0-3 dims), Discrete and Dict"
+    )
