@@ -5,7 +5,14 @@
   result of each call; the summary is the median of the repeats.
 * :func:`machine_info` records what the numbers were measured on.
 * :func:`write_json` writes a result file, by default under ``benchmarks/results/``.
-* :func:`restore_memory_run` loads a trained ``failure_replay`` run for the scripts that look into one.
+* :func:`read_run_config` reads a run directory's ``config.yaml`` in today's layout, and says whether
+  the run was written before the platform refactor (issue 11), whose task sets and evaluation keys
+  were drawn differently;
+* :func:`restore_memory_run` loads a trained ``failure_replay`` run (either kind) for the scripts that
+  look into one, with the task sets and evaluation keys that run used.
+
+The scripts import this module as ``benchmarks._common`` (the repository root on ``sys.path``: the
+tests put it there, and each script adds it when run as ``python benchmarks/NAME.py``).
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import numpy as np
+import yaml
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -76,6 +85,7 @@ def compile_and_time(
     slow_s: float = 10.0,
     case_budget_s: float | None = None,
     min_repeats: int = 3,
+    on_result: Callable[[Any, bool], None] | None = None,
 ) -> Timing:
     """Compile ``fn`` for ``args`` and time ``repeats`` calls of the executable.
 
@@ -84,7 +94,8 @@ def compile_and_time(
     counts as the first repeat instead of a discarded warm-up. With
     ``case_budget_s``, the number of repeats is cut (never below
     ``min_repeats``) so that the timed calls fit the budget; the reason is kept
-    in ``note``.
+    in ``note``. ``on_result(output, timed)``, if given, sees the output of every call, ``timed``
+    telling whether the call is one of the timed repeats (e.g. to count the work the calls did).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -96,8 +107,12 @@ def compile_and_time(
         call_args = args if args_for_repeat is None else args_for_repeat(i)
         cpu0 = time.process_time()
         start = time.perf_counter()
-        _block(compiled(*call_args))
-        return time.perf_counter() - start, time.process_time() - cpu0
+        out = _block(compiled(*call_args))
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        timed = i > 0 or wall >= slow_s  # the first call is timed only when it is slow
+        if on_result is not None:
+            on_result(out, timed)
+        return wall, cpu
 
     warmup_s, warmup_cpu_s = call(0)
     first_counted = warmup_s >= slow_s
@@ -201,11 +216,93 @@ def finish_report(report: dict[str, Any], load_start: list[float] | None, out: s
     return report
 
 
-def restore_memory_run(run_dir: Path, update: int | None = None) -> tuple[Any, Any, Any, int]:
-    """A trained ``failure_replay`` run: ``(config, failure_replay.Parts, params [seeds, ...], update)``.
+# ----------------------------------------------------------------------------- run directories
+# The platform refactor (issue 11) changed how a run draws its task sets and evaluation keys. Runs
+# written before it (their config.yaml has top-level ``trial``/``eval`` sections) are read with the
+# keys they used, so a replay of their evaluation is exact.
+LEGACY_EVAL_KEY_OFFSET = 1_000_003  # before issue 11: evaluation keys were PRNGKey(seed + i + this)
 
-    ``update`` picks the checkpoint (default: the latest). Exits with a message
-    if ``run_dir`` is not such a run or has no such checkpoint.
+
+def is_legacy_layout(raw: dict[str, Any]) -> bool:
+    """Whether a ``config.yaml`` dict was written before the refactor (top-level ``trial``/``eval``)."""
+    return "trial" in raw or "eval" in raw
+
+
+def read_run_config(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], bool]:
+    """``(config dict in today's layout, legacy)`` of a run directory's ``config.yaml``, unvalidated.
+
+    ``legacy``: the run was written before the refactor (``jaxmeta.config.migrate_legacy`` converts
+    its layout). Exits with a message if ``run_dir`` has no ``config.yaml``.
+    """
+    from jaxmeta.config import migrate_legacy
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise SystemExit(f"{run_dir} is not a run directory (no config.yaml)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    return migrate_legacy(raw), is_legacy_layout(raw)
+
+
+def legacy_env_setup(cfg: Any) -> Any:
+    """The task sets of a run written before the refactor: drawn from ``PRNGKey(task_seed)`` (today:
+    ``seeding.task_key``), and a grouped (``train_every_goal``) training set kept at
+    ``algo.num_train_tasks`` tasks (today a last cut-short group is completed, e.g. 1000 -> 1002 for
+    X=3; the first ``num_train_tasks`` rows are the same)."""
+    import envs_jax
+    from jaxmeta.algos.api import EnvSetup, make_env
+    from jaxmeta.config import env_settings
+
+    env, params = make_env(cfg.env)
+    num_train = cfg.algo.num_train_tasks
+    train, test = envs_jax.make_task_sets(
+        cfg.env.id,
+        env,
+        params,
+        jax.random.PRNGKey(cfg.task_seed),
+        num_train,
+        cfg.algo.num_test_tasks,
+        **env_settings(cfg.env)["tasks"],
+    )
+    train = jax.tree.map(lambda leaf: leaf[:num_train], train)
+    return EnvSetup(env, params, train, test)
+
+
+def evaluation_keys(cfg: Any, update: int, legacy: bool = False) -> np.ndarray:
+    """The per-seed keys ``[seeds, 2]`` the run evaluated with at ``update`` (``jaxmeta.runner.eval_keys``;
+    for a run written before the refactor, the keys it used then)."""
+    if not legacy:
+        from jaxmeta import runner
+
+        return runner.eval_keys(cfg, update)
+    keys = [
+        jax.random.fold_in(jax.random.PRNGKey(cfg.seed + i + LEGACY_EVAL_KEY_OFFSET), update)
+        for i in range(cfg.seeds)
+    ]
+    return np.stack([np.asarray(k) for k in keys])
+
+
+class MemoryRun(NamedTuple):
+    """A restored ``failure_replay`` run."""
+
+    cfg: Any  # the validated RunConfig
+    parts: Any  # failure_replay.Parts(algo, network, setup); setup has the run's own task sets
+    # (for a legacy run algo is None: it would evaluate on today's task sets)
+    params: Any  # [seeds, ...]
+    update: int  # the checkpoint's update
+    legacy: bool  # written before the platform refactor (old config layout, task and evaluation keys)
+
+    def eval_keys(self) -> np.ndarray:
+        """The per-seed keys the run evaluated its checkpoint with."""
+        return evaluation_keys(self.cfg, self.update, self.legacy)
+
+
+def restore_memory_run(run_dir: str | os.PathLike[str], update: int | None = None) -> MemoryRun:
+    """A trained ``failure_replay`` run, written before or after the platform refactor.
+
+    ``update`` picks the checkpoint (default: the latest). ``parts.setup`` holds the task sets the run
+    trained and was evaluated on (for a run written before the refactor: those of
+    :func:`legacy_env_setup`). Exits with a message if ``run_dir`` is not such a run or has no such
+    checkpoint.
     """
     import orbax.checkpoint as ocp
 
@@ -213,9 +310,11 @@ def restore_memory_run(run_dir: Path, update: int | None = None) -> tuple[Any, A
     from jaxmeta.algos import failure_replay
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise SystemExit(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = config.load(str(run_dir / "config.yaml"))
+    raw, legacy = read_run_config(run_dir)
+    try:
+        cfg = config.from_dict(raw)
+    except config.ConfigError as err:
+        raise SystemExit(f"{run_dir}/config.yaml: {err}") from None
     if cfg.algo.name != "failure_replay":
         raise SystemExit(f"{run_dir} is a {cfg.algo.name} run, not a failure_replay (memory agent) run")
     with ocp.CheckpointManager((run_dir / "checkpoints").absolute()) as manager:
@@ -223,4 +322,9 @@ def restore_memory_run(run_dir: Path, update: int | None = None) -> tuple[Any, A
         if update is None or update not in manager.all_steps():
             raise SystemExit(f"no checkpoint{'' if update is None else f' at update {update}'} in {run_dir}")
         params = manager.restore(update, args=ocp.args.StandardRestore())["params"]
-    return cfg, failure_replay.make_parts(cfg), params, int(update)
+    parts = failure_replay.make_parts(cfg)
+    if legacy:
+        # parts.algo's functions close over today's task sets, not the run's: left out so that
+        # nothing evaluates a legacy run on the wrong tasks (use the setup and the module functions).
+        parts = parts._replace(algo=None, setup=legacy_env_setup(cfg))
+    return MemoryRun(cfg, parts, params, int(update), legacy)

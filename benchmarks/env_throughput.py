@@ -36,12 +36,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-_BENCH_DIR = Path(__file__).resolve().parent
-for _p in (str(_BENCH_DIR), str(_BENCH_DIR.parent)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:  # run as `python benchmarks/env_throughput.py`
+    sys.path.insert(0, _ROOT)
 
-import _common  # noqa: E402
+from benchmarks import _common  # noqa: E402
 
 DEFAULT_OUT = _common.RESULTS_DIR / "env_throughput.json"
 REFERENCE = "gridworld"
@@ -158,21 +157,26 @@ ENV_FACTORIES: dict[str, Callable[[], BatchedEnv | None]] = {
 }
 
 
-def make_rollout(env: BatchedEnv, batch: int, num_steps: int) -> Callable[[Any, jax.Array], jax.Array]:
-    """``rollout(state, key) -> checksum``: ``num_steps`` random-action steps in one ``lax.scan``."""
+def make_rollout(
+    env: BatchedEnv, batch: int, num_steps: int
+) -> Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]:
+    """``rollout(state, key) -> (checksum, env_steps)``: ``num_steps`` random-action steps in one
+    ``lax.scan``; ``env_steps`` counts, inside the scan, the transitions the batched ``step`` returned
+    (one reward each)."""
 
-    def rollout(state: Any, key: jax.Array) -> jax.Array:
-        def body(carry: tuple[Any, jax.Array, jax.Array], _: None) -> tuple[Any, None]:
-            state, key, acc = carry
+    def rollout(state: Any, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        def body(carry: tuple[Any, jax.Array, jax.Array, jax.Array], _: None) -> tuple[Any, None]:
+            state, key, acc, count = carry
             key, key_act, key_step = jax.random.split(key, 3)
             actions = jax.random.randint(key_act, (batch,), 0, env.num_actions)
             obs, state, reward, done = env.step(key_step, state, actions)
             obs_sum = sum(jnp.sum(leaf, dtype=jnp.float32) for leaf in jax.tree.leaves(obs))
             acc = acc + obs_sum + jnp.sum(reward, dtype=jnp.float32) + jnp.sum(done, dtype=jnp.float32)
-            return (state, key, acc), None
+            return (state, key, acc, count + jnp.size(reward)), None
 
-        (_, _, acc), _ = jax.lax.scan(body, (state, key, jnp.float32(0.0)), None, length=num_steps)
-        return acc
+        init = (state, key, jnp.float32(0.0), jnp.int32(0))
+        (_, _, acc, count), _ = jax.lax.scan(body, init, None, length=num_steps)
+        return acc, count
 
     return rollout
 
@@ -183,18 +187,27 @@ def bench_one(
     key_init, key_run = jax.random.split(jax.random.key(seed))
     state = jax.block_until_ready(jax.jit(env.init, static_argnums=1)(key_init, batch))
     run_keys = jax.random.split(key_run, repeats + 1)
+    counted = []  # env steps each timed call reports having run
+
+    def count(out: tuple[jax.Array, jax.Array], timed: bool) -> None:
+        if timed:
+            counted.append(int(out[1]))
+
     timing = _common.compile_and_time(
         make_rollout(env, batch, num_steps),
         (state, run_keys[0]),
         repeats,
         args_for_repeat=lambda i: (state, run_keys[i]),
         case_budget_s=case_budget_s,
+        on_result=count,
     )
     steps = batch * num_steps
     result = {
         "batch": batch,
         "steps": num_steps,
         "env_steps_per_call": steps,
+        # counted by the timed calls themselves: batch * steps * repeats unless a step was lost
+        "env_steps_timed": sum(counted),
         "steps_per_s": steps / timing.median_s,
         "steps_per_s_repeats": [steps / t for t in timing.run_s],
         "steps_per_cpu_s": steps / statistics.median(timing.cpu_s),

@@ -1,7 +1,8 @@
 """Where a trained memory agent still fails: its held-out evaluation, episode by episode.
 
-Replays a ``failure_replay`` run's own evaluation (same checkpoint, same keys,
-so its success rates are exactly the run's) and looks at what each episode
+Replays a ``failure_replay`` run's own evaluation (same checkpoint, same
+tasks, same keys, so its success rates are exactly the run's; a run written
+before the platform refactor is replayed with the task sets and keys it used) and looks at what each episode
 ended on: the goal, a trap, or the time limit; whether a trap hit was a block
 the agent had already failed on in that trial (its frame was in the bank, so
 the memory did not help); and how the layouts where that happens differ from
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if str(ROOT) not in sys.path:  # run as `python benchmarks/failure_analysis.py`
     sys.path.insert(0, str(ROOT))
 
 GOAL, TRAP, TIMEOUT = 0, 1, 2
@@ -155,23 +156,55 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def replay_evaluation(run: Any) -> tuple[np.ndarray, Any, Any]:
+    """A restored run's own final evaluation again (``benchmarks._common.MemoryRun``): the same
+    checkpoint, tasks and keys, through ``failure_replay.evaluation_trials``. Returns ``(success [S, K,
+    M]`` per seed, episode and task, the final banks ``[S, M, ...]``, the evaluated tasks ``[M, ...])``."""
+    import jax
+
+    from jaxmeta.algos import failure_replay
+    from jaxmeta.algos.api import first_tasks
+
+    cfg, parts = run.cfg, run.parts
+    evaluation = cfg.algo.eval
+    env, env_params = parts.setup.env, parts.setup.params
+    tasks = first_tasks(parts.setup.test_tasks, evaluation.num_tasks)
+
+    def one_seed(params: Any, key: jax.Array) -> tuple[jax.Array, Any]:
+        out = failure_replay.evaluation_trials(
+            parts.network,
+            env,
+            env_params,
+            params,
+            tasks,
+            key,
+            evaluation.episodes,
+            cfg.algo.bank_capacity,
+            evaluation.greedy,
+        )
+        return out.success, out.state
+
+    success, banks = jax.jit(jax.vmap(one_seed))(run.params, run.eval_keys())
+    return np.asarray(success), banks, tasks
+
+
 def analyse_run(run_dir: Path, update: int | None = None) -> dict[str, Any]:
     """Restore ``run_dir``'s checkpoint, replay its evaluation and analyse it."""
     import jax
 
-    from benchmarks._common import restore_memory_run
-    from jaxmeta import runner
+    from benchmarks import _common
     from jaxmeta.memory import failure_bank
 
-    cfg, parts, params, update = restore_memory_run(run_dir, update)
-    if cfg.env.obs_mode != "multihot":
-        raise SystemExit(f"{run_dir} uses obs_mode={cfg.env.obs_mode}; the analysis reads multihot frames")
-    if cfg.eval.episodes > cfg.algo.bank_capacity:
-        raise SystemExit("eval.episodes exceeds algo.bank_capacity: early failures leave the bank")
-    trials = jax.jit(jax.vmap(parts.evaluation_trials))
-    _, success, banks = trials(params, runner.eval_keys(cfg, update))  # [S, K, M]
+    run = _common.restore_memory_run(run_dir, update)
+    cfg = run.cfg
+    if cfg.env.id != "Gridworld-v0" or cfg.env.obs_mode != "multihot":
+        raise SystemExit(f"{run_dir}: the analysis reads Gridworld-v0's multihot frames")
+    evaluation = cfg.algo.eval
+    if evaluation.episodes > cfg.algo.bank_capacity:
+        raise SystemExit("algo.eval.episodes exceeds algo.bank_capacity: early failures leave the bank")
+    success, banks, tasks = replay_evaluation(run)  # success [S, K, M]
     stored, step_mask, slot_mask = jax.vmap(failure_bank.read, in_axes=(0, None))(
-        banks, np.arange(cfg.eval.num_tasks)
+        banks, np.arange(evaluation.num_tasks)
     )
     step_mask = np.asarray(step_mask)  # [S, M, N, L]
     last = step_mask.shape[-1] - 1 - np.argmax(step_mask[..., ::-1], axis=-1)  # last stored step
@@ -179,8 +212,8 @@ def analyse_run(run_dir: Path, update: int | None = None) -> dict[str, Any]:
         :, :, :, 0
     ]
     failure_cells = frames[..., 0].reshape(*frames.shape[:3], -1).argmax(-1)  # channel 0: the agent
-    tasks = jax.tree.map(lambda leaf: np.asarray(leaf[: cfg.eval.num_tasks]), parts.setup.test_tasks)
-    success = np.asarray(success).astype(bool).transpose(0, 2, 1)  # [S, M, K]
+    tasks = jax.tree.map(np.asarray, tasks)
+    success = success.astype(bool).transpose(0, 2, 1)  # [S, M, K]
     classified = [
         classify(success[s], failure_cells[s], np.asarray(slot_mask[s]), tasks.block_cells)
         for s in range(cfg.seeds)
@@ -191,9 +224,10 @@ def analyse_run(run_dir: Path, update: int | None = None) -> dict[str, Any]:
     result = summarise(outcome, block, features)
     result.update(
         run_dir=str(run_dir),
-        update=int(update),
+        update=run.update,
         seeds=cfg.seeds,
-        tasks=cfg.eval.num_tasks,
+        tasks=evaluation.num_tasks,
+        written_before_refactor=run.legacy,
         success_per_seed=success.mean(axis=1).tolist(),
     )
     return result

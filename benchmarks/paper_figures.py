@@ -6,15 +6,21 @@ script reads the run directories that exist (``summary.json``,
 ``metrics.jsonl``) and writes:
 
 * ``docs/figures/fig2_x2.png``, ``fig2_x3.png``: held-out return per episode
-  index, mean and std over seeds, optimum dashed (paper Fig. 2a, 2b);
+  index, mean and std over seeds, the Bayes optimum dashed and the
+  expert-imitation reference dotted (paper Fig. 2a, 2b);
 * ``docs/figures/fig3a_length.png``, ``fig3b_length_curves.png``,
   ``fig3c_reset.png``: the trajectory-length and reset-mode ablations (Fig. 3);
 * ``docs/results.md``: the table, with the config of every number and its wall time.
 
 Runs that do not exist yet are listed as such; a run that has not finished
 (no ``summary.json``) is drawn dashed in the learning curves and listed with
-its last evaluated total. ``--gif RUN_DIR`` also renders
-one held-out trial of a trained memory agent to ``docs/figures/memory_trial.gif``.
+its last evaluated total. Run directories written before the platform
+refactor (issue 11) are read too: their ``config.yaml`` through
+``jaxmeta.config.migrate_legacy``, their optimum from ``optimal_episode_return``,
+and, as they recorded no ``references``, their expert-imitation reference is
+simulated on fresh tasks (``envs_jax.gridworld.imitation_reference``). ``--gif
+RUN_DIR`` also renders one held-out trial of a trained memory agent to
+``docs/figures/memory_trial.gif`` (``benchmarks/gif.py``).
 
     python benchmarks/paper_figures.py [--runs runs] [--out docs] [--gif runs/memory_x3]
 """
@@ -22,6 +28,7 @@ one held-out trial of a trained memory agent to ``docs/figures/memory_trial.gif`
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -32,13 +39,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if str(ROOT) not in sys.path:  # run as `python benchmarks/paper_figures.py`
     sys.path.insert(0, str(ROOT))
 
 import envs_jax  # noqa: E402
+from benchmarks import _common  # noqa: E402
 from jaxmeta.plots import read_metrics, seed_curve  # noqa: E402
 
 FIG2 = {
@@ -93,9 +100,21 @@ episode its last L steps join the bank (SNAIL instead sees all frames of the
 trial; PPO finetune takes PPO steps after each episode). Mean over tasks, then
 mean ± std over seeds. The optimum is the Bayes-optimal searcher of
 `envs_jax.optimal_returns` (X=2: 0, 1, 1, 1, 1; X=3: -1/3, 1/3, 1, 1, 1).
-Every method trains on the same 1000 training tasks, each layout once per goal
-block (`env.train_every_goal`), and is tested on the same held-out tasks.
-Actions are sampled (`eval.greedy: false`) for every method.
+Beside it, "expert imitation" is the return per episode of a policy that
+samples from a perfect clone of the goal-knowing expert under this protocol
+(it sees the layout and its own failures, never the goal;
+`envs_jax.gridworld.imitation_returns`): what imitating the expert reaches
+when actions are sampled, not a ceiling. It is simulated on the run's own
+held-out tasks (`references` in its `summary.json`), or, for runs written
+before those were recorded, on 4096 fresh tasks (marked †).
+Training tasks: the paper's settings train every method on the same 1000
+training tasks; the rows that say so train on more (4000 for X=2, 6000 for
+X=3). Each layout appears once per goal block (`env.train_every_goal`), and
+every method is tested on the same held-out tasks. For X=3, where 1000 is not
+a multiple of 3, the training set is now completed to whole groups of 3 (1000
+→ 1002 tasks); runs made before that change kept 1000, the last layout
+appearing with one goal only and so giving its goal away.
+Actions are sampled (`algo.eval.greedy: false`) for every method.
 Wall time: the whole run on this repository's 2-core CPU machine (runs
 sometimes shared it with other work; `summary.json` has the split).
 
@@ -105,14 +124,72 @@ Figures: `docs/figures/fig2_x2.png`, `fig2_x3.png` (paper Fig. 2),
 """
 
 
+# The expert-imitation reference of a run that recorded no references (written before they were):
+# simulated on this many fresh tasks drawn from PRNGKey(IMITATION_SEED).
+IMITATION_TASKS = 4096
+IMITATION_SEED = 0
+BAYES, IMITATION = "Bayes-optimal", "expert imitation"
+FRESH_MARK = "†"
+
+
+def run_config(run: Path) -> dict[str, Any]:
+    """A run directory's ``config.yaml`` in today's layout (old runs through ``migrate_legacy``)."""
+    return _common.read_run_config(run)[0]
+
+
 def load_run(runs: Path, name: str) -> dict[str, Any] | None:
-    """A finished run's ``summary.json`` with its held-out learning curve; None if it has not finished."""
+    """A finished run's ``summary.json`` with its held-out learning curve, ``num_blocks`` (X, from its
+    ``config.yaml``) and ``refs`` (:func:`run_references`); None if it has not finished."""
     run = runs / name
     if not (run / "summary.json").exists():
         return None
     summary = json.loads((run / "summary.json").read_text())
+    config = run_config(run)
     summary["curve"] = load_curve(run)
+    summary["num_blocks"] = config["env"]["num_blocks"]
+    summary["refs"], summary["imitation_fresh"] = run_references(summary, config)
     return summary
+
+
+def run_references(summary: dict[str, Any], config: dict[str, Any]) -> tuple[dict[str, list[float]], bool]:
+    """``({"Bayes-optimal": [...], "expert imitation": [...]}, imitation simulated on fresh tasks)``.
+
+    From the summary's ``references`` (computed by the environment on the run's held-out tasks); a
+    run written before those were recorded has ``optimal_episode_return`` instead, and its
+    expert-imitation reference is simulated on :data:`IMITATION_TASKS` fresh tasks of the run's
+    environment (Gridworld only).
+    """
+    recorded = summary.get("references") or {}
+    episodes = len(summary["eval"]["episode_return"]["mean"])
+    refs = {}
+    bayes = recorded.get(BAYES, summary.get("optimal_episode_return"))
+    if bayes is None:
+        bayes = envs_jax.optimal_returns(config["env"]["num_blocks"], episodes).tolist()
+    refs[BAYES] = list(bayes)
+    fresh = False
+    if IMITATION in recorded:
+        refs[IMITATION] = list(recorded[IMITATION])
+    elif config["env"].get("id") == "Gridworld-v0":
+        refs[IMITATION] = fresh_imitation(json.dumps(config["env"], sort_keys=True), episodes)
+        fresh = True
+    return refs, fresh
+
+
+@functools.cache
+def fresh_imitation(env_json: str, num_episodes: int) -> list[float]:
+    """``envs_jax.gridworld.imitation_reference`` of an ``env`` config section (as JSON) on
+    :data:`IMITATION_TASKS` fresh tasks, per episode (cached: runs of one environment share it)."""
+    import jax
+
+    from envs_jax.gridworld import imitation_reference
+
+    env_cfg = json.loads(env_json)
+    entry = envs_jax.entry(env_cfg["id"])
+    settings = entry.split({k: v for k, v in env_cfg.items() if k in entry.settings})
+    env, params = envs_jax.make(env_cfg["id"], **settings["constructor"], **settings["params"])
+    key = jax.random.PRNGKey(IMITATION_SEED)
+    returns = imitation_reference(env, params, key, num_tasks=IMITATION_TASKS, num_episodes=num_episodes)
+    return [float(r) for r in returns]
 
 
 def load_curve(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -128,7 +205,7 @@ def unfinished(runs: Path, name: str) -> dict[str, Any] | None:
     curve = load_curve(runs / name)
     if curve is None:
         return None
-    config = yaml.safe_load((runs / name / "config.yaml").read_text())
+    config = run_config(runs / name)
     return {"curve": curve, "num_updates": config["num_updates"], "num_blocks": config["env"]["num_blocks"]}
 
 
@@ -140,8 +217,10 @@ def per_episode(
     title: str,
     extra: list[tuple[str, str]] = (),
 ) -> None:
-    """Return per episode index; ``extra`` runs (beyond the paper's settings) are drawn dotted."""
-    optimum = None
+    """Return per episode index; ``extra`` runs (beyond the paper's settings) are drawn dotted. The
+    references (of the first run drawn that recorded its own, else of the first run drawn; the Bayes
+    optimum alone if there is none) are black: the Bayes optimum dashed, expert imitation dotted."""
+    refs, fresh = None, False
     method_labels = [label for _, label in entries]
     for i, (name, label) in enumerate([*entries, *extra]):
         run = load_run(runs, name)
@@ -156,11 +235,15 @@ def per_episode(
         color = f"C{method_labels.index(method) if method in method_labels else i}"
         ax.plot(x, mean, color=color, label=f"{label} ({run['seeds']} seeds)", **style)
         ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
-        optimum = run["optimal_episode_return"]
-    if optimum is None:
-        optimum = envs_jax.optimal_returns(num_blocks, 5).tolist()
-    x = np.arange(1, len(optimum) + 1)
-    ax.plot(x, optimum, "k--", marker=".", label="Bayes-optimal")
+        if refs is None or (fresh and not run["imitation_fresh"]):
+            refs, fresh = run["refs"], run["imitation_fresh"]
+    if refs is None:
+        refs = {BAYES: envs_jax.optimal_returns(num_blocks, 5).tolist()}
+    x = np.arange(1, len(refs[BAYES]) + 1)
+    ax.plot(x, refs[BAYES], "k--", marker=".", label=BAYES)
+    if IMITATION in refs:
+        label = f"{IMITATION} ({IMITATION_TASKS} fresh tasks)" if fresh else IMITATION
+        ax.plot(x, refs[IMITATION], "k:", marker=".", label=label)
     ax.set_xticks(x)
     ax.set_ylim(-1.05, 1.05)
     ax.set_xlabel("episode index (held-out tasks)")
@@ -203,12 +286,23 @@ def wall_time(run: dict[str, Any]) -> str:
     return text
 
 
+TABLE_COLUMNS = (
+    "| run (config) | method | X | episode 1..5 return, mean ± std over seeds | total | optimum "
+    "| % of optimum | expert imitation | seeds | wall time |"
+)
+
+
+def _cells(*values: Any) -> str:
+    """A table row of ``len(TABLE_COLUMNS)`` cells, the missing ones empty."""
+    width = TABLE_COLUMNS.count("|") - 1
+    cells = [str(v) for v in values] + [""] * (width - len(values))
+    return "|" + "|".join(f" {c} " if c else " " for c in cells) + "|"
+
+
 def results_table(runs: Path) -> str:
-    lines = [
-        "| run (config) | method | X | episode 1..5 return, mean ± std over seeds | total | optimum "
-        "| % of optimum | seeds | wall time |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|",
-    ]
+    """The results table: a row per configured run (finished, unfinished or not run yet), after the
+    reference rows of each X that has a finished run (Bayes optimum, expert imitation)."""
+    rows, refs_by_x, any_fresh = [], {}, False
     seen = set()
     for name, label in [*FIG2[2], *EXTRA[2], *FIG2[3], *EXTRA[3], *FIG3_LENGTH, *FIG3_RESET]:
         if name in seen:
@@ -218,25 +312,63 @@ def results_table(runs: Path) -> str:
         if run is None:
             partial = unfinished(runs, name)
             if partial is None:
-                lines.append(f"| `configs/{name}.yaml` | {label} | | not run yet | | | | | |")
+                rows.append(_cells(f"`configs/{name}.yaml`", label, "", "not run yet"))
             else:
                 updates, mean, std = partial["curve"]
-                lines.append(
-                    f"| `configs/{name}.yaml` | {label} | {partial['num_blocks']} "
-                    f"| unfinished: evaluated to update {updates[-1]} of {partial['num_updates']} "
-                    f"| {mean[-1]:.2f}±{std[-1]:.2f} (at update {updates[-1]}) | | | | |"
+                rows.append(
+                    _cells(
+                        f"`configs/{name}.yaml`",
+                        label,
+                        partial["num_blocks"],
+                        f"unfinished: evaluated to update {updates[-1]} of {partial['num_updates']}",
+                        f"{mean[-1]:.2f}±{std[-1]:.2f} (at update {updates[-1]})",
+                    )
                 )
             continue
         ev = run["eval"]["episode_return"]
         per = ", ".join(f"{m:.2f}±{s:.2f}" for m, s in zip(ev["mean"], ev["std"], strict=True))
         total = float(np.sum(ev["mean"]))
         total_std = float(np.std(np.sum(ev["per_seed"], axis=1)))
-        optimum = float(np.sum(run["optimal_episode_return"]))
-        lines.append(
-            f"| `configs/{name}.yaml` | {label} | {run['num_blocks']} | {per} | {total:.2f}±{total_std:.2f} "
-            f"| {optimum:.2f} | {100 * total / optimum:.0f}% | {run['seeds']} "
-            f"| {wall_time(run)} |"
+        refs, fresh = run["refs"], run["imitation_fresh"]
+        any_fresh |= fresh
+        optimum = float(np.sum(refs[BAYES]))
+        imitation = ""
+        if IMITATION in refs:
+            imitation = f"{float(np.sum(refs[IMITATION])):.2f}{FRESH_MARK if fresh else ''}"
+        x = run["num_blocks"]
+        # A reference recorded on a run's own held-out tasks is preferred to one on fresh tasks.
+        if x not in refs_by_x or (refs_by_x[x][1] and not fresh):
+            refs_by_x[x] = (refs, fresh)
+        rows.append(
+            _cells(
+                f"`configs/{name}.yaml`",
+                label,
+                x,
+                per,
+                f"{total:.2f}±{total_std:.2f}",
+                f"{optimum:.2f}",
+                f"{100 * total / optimum:.0f}%",
+                imitation,
+                run["seeds"],
+                wall_time(run),
+            )
         )
+    reference_rows = []
+    for x, (refs, fresh) in sorted(refs_by_x.items()):
+        for name, values in refs.items():
+            mark = FRESH_MARK if fresh and name == IMITATION else ""
+            per = ", ".join(f"{v:.2f}" for v in values)
+            reference_rows.append(
+                _cells("reference", f"{name}{mark}", x, per, f"{float(np.sum(values)):.2f}{mark}")
+            )
+    lines = [TABLE_COLUMNS, "|---|---|---:|---|---:|---:|---:|---:|---:|---:|", *reference_rows, *rows]
+    if any_fresh:
+        lines += [
+            "",
+            f"{FRESH_MARK} Simulated by `envs_jax.gridworld.imitation_reference` on {IMITATION_TASKS} fresh "
+            "tasks of the run's environment: the run's `summary.json` has no `references` (written before "
+            "they were recorded).",
+        ]
     return "\n".join(lines)
 
 
@@ -276,63 +408,9 @@ def main(argv: list[str] | None = None) -> None:
     (out / "results.md").write_text(RESULTS_HEADER + table + "\n")
     print(f"wrote {out / 'results.md'} and {figures}/*.png")
     if args.gif:
-        print(f"wrote {render_gif(Path(args.gif), figures / 'memory_trial.gif')}")
+        from benchmarks import gif
 
-
-def render_gif(run_dir: Path, path: Path, task_index: int = 0) -> Path:
-    """Restore a trained failure_replay run and animate one held-out trial of it."""
-    import jax
-    import jax.numpy as jnp
-
-    from benchmarks._common import restore_memory_run
-    from jaxmeta import plots, trial
-    from jaxmeta.memory import failure_bank
-
-    cfg, parts, params, _ = restore_memory_run(run_dir)
-    params = jax.tree.map(lambda x: jnp.asarray(x)[0], params)  # seed 0
-    env, env_params = parts.setup.env, parts.setup.params
-    tasks = jax.tree.map(lambda x: x[task_index : task_index + 1], parts.setup.test_tasks)
-    obs_space = env.observation_space(env_params)
-    example = {
-        "obs": jnp.zeros(obs_space.shape, obs_space.dtype),
-        "action": jnp.int32(0),
-        "reward": jnp.float32(0),
-    }
-    bank = failure_bank.init(1, cfg.algo.bank_capacity, cfg.algo.bank_length, example)
-    policy = parts.greedy_policy if cfg.eval.greedy else parts.sample_policy
-    key = jax.random.PRNGKey(0)
-    episodes = []
-    for _ in range(cfg.eval.episodes):
-        key, sub = jax.random.split(key)
-        data, stats, _ = trial.run_trials(
-            env,
-            env_params,
-            policy,
-            params,
-            parts.empty_window,
-            tasks,
-            jnp.arange(1),
-            sub,
-            env_params.max_steps_in_episode,
-            "same",
-            memory=parts.encode(params, bank),
-            max_episodes=1,
-        )
-        stored, _, slot_mask = failure_bank.read(bank, jnp.arange(1))
-        length = int(stats.length[0, 0])
-        cells = np.asarray(data.obs[0, :length, ..., 0]).reshape(length, -1).argmax(-1)
-        final = int(np.asarray(data.next_obs[0, length - 1, ..., 0]).reshape(-1).argmax())
-        episodes.append(
-            {
-                "agent_cells": np.append(cells, final),
-                "return": float(stats.returns[0, 0]),
-                "bank_obs": np.asarray(stored["obs"][0, :, -1]),
-                "bank_valid": np.asarray(slot_mask[0]),
-            }
-        )
-        bank = failure_bank.add(bank, *trial.failures_for_bank(data, stats, bank.length, 1))
-    task = jax.tree.map(lambda x: x[0], tasks)
-    return plots.memory_trial_gif(env, env_params, task, episodes, path, title=cfg.name)
+        print(f"wrote {gif.render_gif(Path(args.gif), figures / 'memory_trial.gif')}")
 
 
 if __name__ == "__main__":

@@ -45,12 +45,11 @@ except ImportError:  # main() exits with a one-line message
     torch = None
 
 _BENCH_DIR = Path(__file__).resolve().parent
-for _p in (str(_BENCH_DIR), str(_BENCH_DIR.parent)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if str(_BENCH_DIR.parent) not in sys.path:  # run as `python benchmarks/torch_reference.py`
+    sys.path.insert(0, str(_BENCH_DIR.parent))
 
 DEFAULT_CONFIG = str(_BENCH_DIR.parent / "configs" / "memory_x2.yaml")
-QUICK_OVERRIDES = ("trial.batch_size=4", "trial.num_steps=10", "algo.num_train_tasks=20")
+QUICK_OVERRIDES = ("algo.trial.batch_size=4", "algo.trial.num_steps=10", "algo.num_train_tasks=20")
 # Moves of actions 0..3 (up, down, left, right) as (row, col) offsets, as in envs_jax.gridworld.
 MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))
 _Module = nn.Module if torch is not None else object
@@ -293,7 +292,7 @@ class Reference:
         algo = cfg.algo
         if algo.temporal:
             raise SystemExit("torch_reference: only the Memory variant (algo.temporal=false) is written")
-        self.batch, self.steps = cfg.trial.batch_size, cfg.trial.num_steps
+        self.batch, self.steps = algo.trial.batch_size, algo.trial.num_steps
         self.size, self.channels = cfg.env.size, 1 + cfg.env.num_colors
         self.capacity, self.length = algo.bank_capacity, algo.bank_length
         self.max_episodes, self.max_grad_norm = algo.max_episodes_per_trial, algo.max_grad_norm
@@ -506,8 +505,7 @@ def main(argv: list[str] | None = None) -> dict:
     thread_counts = [int(x) for x in args.torch_threads.split(",")]
     out = args.out or (None if args.quick else str(_BENCH_DIR / "results" / "torch_reference.json"))
 
-    import _common
-
+    from benchmarks import _common
     from jaxmeta import config
     from jaxmeta.algos import failure_replay
 
@@ -515,7 +513,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = config.load(args.config, list(QUICK_OVERRIDES) if args.quick else [])
     parts = failure_replay.make_parts(cfg)
     max_steps = int(parts.setup.params.max_steps_in_episode)
-    b_size, t_size = cfg.trial.batch_size, cfg.trial.num_steps
+    b_size, t_size = cfg.algo.trial.batch_size, cfg.algo.trial.num_steps
 
     ours = time_ours(parts, args.updates, args.warmup)
     tasks = tasks_as_python(parts.setup.train_tasks)

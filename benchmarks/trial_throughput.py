@@ -22,85 +22,90 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-_BENCH_DIR = Path(__file__).resolve().parent
-for _p in (str(_BENCH_DIR), str(_BENCH_DIR.parent)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-import _common  # noqa: E402
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:  # run as `python benchmarks/trial_throughput.py`
+    sys.path.insert(0, _ROOT)
 
 import envs_jax  # noqa: E402
+from benchmarks import _common  # noqa: E402
 from jaxmeta import trial  # noqa: E402
 from jaxmeta.memory import failure_bank  # noqa: E402
 
+NUM_BLOCKS = 3
+
+
+def call_keys(repeats: int) -> list[jax.Array]:
+    """The key of each call of a variant: the warm-up, then the ``repeats`` timed calls."""
+    return [jax.random.PRNGKey(i) for i in range(repeats + 1)]
+
 
 def build(
-    batch: int, steps: int, num_tasks: int, capacity: int, length: int, max_episodes: int, with_bank: bool
+    batch: int,
+    steps: int,
+    num_tasks: int,
+    capacity: int,
+    length: int,
+    max_episodes: int,
+    with_bank: bool,
+    record: bool = False,
 ):
-    env, params = envs_jax.make("Gridworld-v0", num_blocks=3)
+    """``(run, bank)``: ``run(bank, key) -> (bank, (checksum, episodes past max_episodes, episodes,
+    env steps))`` runs one batch of trials (and, ``with_bank``, its bank traffic). ``record`` also
+    returns each step's ``task_id``, ``done``, ``success`` and ``episode_index`` ``[B, T]`` (for tests)."""
+    env, params = envs_jax.make("Gridworld-v0", num_blocks=NUM_BLOCKS)
     tasks = envs_jax.make_task_set(env, jax.random.PRNGKey(0), num_tasks, params)
     obs_example = jnp.zeros(env.obs_shape, jnp.float32)
     step_example = {"obs": obs_example, "action": jnp.int32(0), "reward": jnp.float32(0)}
     bank = failure_bank.init(num_tasks, capacity, length, step_example)
 
-    def policy(policy_params, inputs, carry, memory, key):
-        action = jax.random.randint(key, (), 0, 4)
-        if memory is not None:  # consume the bank read so XLA keeps it: the action depends on it
-            action = (action + (jnp.sum(memory) > 1e9).astype(jnp.int32)) % 4
+    def policy(bank_view, inputs, carry, memory, key):
+        action = jax.random.randint(key, (), 0, env.num_actions)
+        if bank_view is not None:  # consume the bank read so XLA keeps it: the action depends on it
+            action = (action + (jnp.sum(bank_view) > 1e9).astype(jnp.int32)) % env.num_actions
         return action, carry
-
-    def one_trial(bank_view, task_id, key):
-        data, episodes, _ = trial.run_trial(
-            env,
-            params,
-            policy,
-            None,
-            None,
-            tasks,
-            task_id,
-            key,
-            steps,
-            "diff",
-            memory=bank_view,
-            max_episodes=max_episodes,
-        )
-        cut, mask, ended = failure_bank.last_steps(
-            {"obs": data.next_obs, "action": data.action, "reward": data.reward},
-            data.episode_index,
-            data.done,
-            length,
-            max_episodes,
-        )
-        return data, episodes, cut, mask, ended
 
     def run(bank, key):
         task_key, trial_key = jax.random.split(key)
         task_ids = jax.random.randint(task_key, (batch,), 0, num_tasks)
-        keys = jax.random.split(trial_key, batch)
+        views = None
         if with_bank:
             bank_obs, _, _ = failure_bank.read(bank, task_ids)
             views = bank_obs["obs"].sum(axis=(1, 2))  # [B, W, W, C]: what a policy would attend over
-        else:
-            views = jnp.zeros((batch,))
-        data, episodes, cut, mask, ended = jax.vmap(
-            lambda v, t, k: one_trial(v if with_bank else None, t, k)
-        )(views, task_ids, keys)
+        # Each trial's policy gets its own view of the bank as its "parameters".
+        data, episodes, _ = trial.run_trials(
+            env,
+            params,
+            policy,
+            views,
+            None,
+            tasks,
+            task_ids,
+            trial_key,
+            steps,
+            "diff",
+            max_episodes=max_episodes,
+            params_per_trial=with_bank,
+        )
         checksum = episodes.returns.sum() + data.obs.sum()
         episode_counts = data.episode_index[:, -1] + 1
         # Episodes past max_episodes are not cut out for the bank: count them.
         past_max = jnp.maximum(episode_counts - max_episodes, 0).sum()
         if with_bank:
-            failed = ended & ~episodes.success
-            flat = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), cut)
-            bank = failure_bank.add(
-                bank, episodes.task_id.reshape(-1), flat, mask.reshape((-1, length)), failed.reshape(-1)
-            )
-        return bank, (checksum, past_max, episode_counts.sum())
+            # What a trial writes: its failed episodes' last L steps (as in training).
+            bank = failure_bank.add(bank, *trial.failures_for_bank(data, episodes, length, max_episodes))
+        recorded_steps = jnp.sum(jnp.ones_like(data.reward, jnp.int32))  # the steps the trials recorded
+        out = (checksum, past_max, episode_counts.sum(), recorded_steps)
+        if record:
+            out += ({k: getattr(data, k) for k in ("task_id", "done", "success", "episode_index")},)
+        return bank, out
 
     return run, bank
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, records: dict | None = None) -> dict:
+    """Run the benchmark; returns the report. ``records``, if a dict, receives for each variant the
+    list of every call's per-step record (warm-up first; see :func:`build`'s ``record``), to check
+    the reported counts against the trials themselves."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=80)
@@ -121,24 +126,38 @@ def main(argv: list[str] | None = None) -> dict:
     load_start = _common.load_average()
     results = {}
     for with_bank in (True, False):
+        label = "with_bank" if with_bank else "without_bank"
         run, bank = build(
-            args.batch, args.steps, args.num_tasks, args.capacity, args.length, args.max_episodes, with_bank
+            args.batch,
+            args.steps,
+            args.num_tasks,
+            args.capacity,
+            args.length,
+            args.max_episodes,
+            with_bank,
+            record=records is not None,
         )
+        kept = [] if records is None else records.setdefault(label, [])
+        keys = call_keys(args.repeats)
         t0 = time.perf_counter()
-        compiled = jax.jit(run, donate_argnums=0).lower(bank, jax.random.PRNGKey(0)).compile()
+        compiled = jax.jit(run, donate_argnums=0).lower(bank, keys[0]).compile()
         compile_s = time.perf_counter() - t0
-        bank, extra = compiled(bank, jax.random.PRNGKey(0))  # warm-up
+        bank, extra = compiled(bank, keys[0])  # warm-up
         jax.block_until_ready(extra)
-        run_s, past_max, episodes = [], 0, 0
-        for i in range(args.repeats):
+        if records is not None:
+            kept.append(jax.device_get(extra[4]))
+        run_s, past_max, episodes, env_steps = [], 0, 0, 0
+        for key in keys[1:]:
             t0 = time.perf_counter()
             # The bank is threaded through the repeats, so it fills as in training.
-            bank, extra = compiled(bank, jax.random.PRNGKey(i + 1))
+            bank, extra = compiled(bank, key)
             jax.block_until_ready((bank, extra))
             run_s.append(time.perf_counter() - t0)
             past_max, episodes = past_max + int(extra[1]), episodes + int(extra[2])
+            env_steps += int(extra[3])
+            if records is not None:
+                kept.append(jax.device_get(extra[4]))
         median_s = statistics.median(run_s)
-        label = "with_bank" if with_bank else "without_bank"
         trials_per_s = args.batch / median_s
         results[label] = {
             "compile_s": compile_s,
@@ -146,6 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
             "median_s": median_s,
             "trials_per_s": trials_per_s,
             "env_steps_per_s": trials_per_s * args.steps,
+            "env_steps_timed": env_steps,  # counted by the timed calls: batch * steps * repeats
+            # after the warm-up and the timed calls (the bank is threaded through all of them)
             "bank_episodes_held": int(failure_bank.size(bank).sum()) if with_bank else None,
             "episodes_per_trial": episodes / (args.repeats * args.batch),
             "episodes_past_max_episodes_fraction": past_max / max(episodes, 1),
@@ -160,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "benchmark": "trial_throughput",
         "command": _common.command_line(__file__, argv if argv is not None else sys.argv[1:]),
-        "env": "Gridworld-v0 (W=7, X=3, C=6), random actions, reset_mode=diff",
+        "env": f"Gridworld-v0 (W=7, X={NUM_BLOCKS}, C=6), random actions, reset_mode=diff",
         "batch": args.batch,
         "trial_steps": args.steps,
         "num_tasks": args.num_tasks,

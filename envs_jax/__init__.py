@@ -44,7 +44,12 @@ def make(env_id: str, **settings: Any) -> tuple[Any, Any]:
         )
     if spec.check is not None:
         spec.check({**{k: s.default for k, s in spec.settings.items()}, **checked})
-    env = spec.build(**parts["constructor"])
+    defaults = {
+        name: setting.default
+        for name, setting in spec.settings.items()
+        if setting.target == "constructor" and setting.default is not None
+    }
+    env = spec.build(**{**defaults, **parts["constructor"]})
     params = env.default_params
     if parts["params"]:
         params = params.replace(**parts["params"])
@@ -116,12 +121,16 @@ register(
 )
 
 
+def _numpy_chain(length: int, max_steps: int) -> Any:
+    from envs_jax.host.toy import make_numpy_chain  # imported when asked for: the host path is optional
+
+    return make_numpy_chain(length, max_steps)
+
+
 register(
     EnvEntry(
         id="NumpyChain-host-v0",
-        build=lambda length, max_steps: __import__("envs_jax.host.toy", fromlist=["x"]).make_numpy_chain(
-            length, max_steps
-        ),
+        build=_numpy_chain,
         description="a tiny numpy chain stepped on the host through io_callback (tests the host-env path)",
         settings={
             "length": Setting(

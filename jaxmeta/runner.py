@@ -56,14 +56,19 @@ class TrainingDiverged(RuntimeError):
 
 
 def seed_mesh(num_seeds: int) -> Mesh:
-    """A 1-D mesh over as many devices as evenly divide the seeds.
+    """A 1-D mesh over all devices, or over ``num_seeds`` of them if there are fewer seeds.
 
-    (A seed count no device count divides, e.g. a prime above the number of
-    devices, runs on fewer devices; the log line says how many.)
+    A seed count the devices do not divide (3 seeds on 2 devices) is padded
+    with extra seeds whose results are thrown away (:func:`padded_seeds`), so
+    every device works: 3 seeds on 2 devices take the time of 2, not of 3.
     """
     devices = jax.devices()
-    used = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
-    return Mesh(np.array(devices[:used]), ("seeds",))
+    return Mesh(np.array(devices[: max(1, min(num_seeds, len(devices)))]), ("seeds",))
+
+
+def padded_seeds(num_seeds: int, num_devices: int) -> int:
+    """Seeds actually computed: ``num_seeds`` rounded up to a multiple of ``num_devices``."""
+    return -(-num_seeds // num_devices) * num_devices
 
 
 def over_seeds(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
@@ -78,15 +83,17 @@ def over_seeds(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
     return jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
 
 
-def seed_keys(cfg: RunConfig) -> np.ndarray:
-    """The per-seed training keys ``[seeds, 2]`` (seed ``cfg.seed + i``)."""
-    return np.stack([np.asarray(seeding.training_key(cfg.seed + i)) for i in range(cfg.seeds)])
+def seed_keys(cfg: RunConfig, count: int | None = None) -> np.ndarray:
+    """Per-seed training keys ``[count, 2]``: seed ``cfg.seed + i`` (``count`` defaults to ``cfg.seeds``)."""
+    count = cfg.seeds if count is None else count
+    return np.stack([np.asarray(seeding.training_key(cfg.seed + i)) for i in range(count)])
 
 
-def eval_keys(cfg: RunConfig, update: int) -> np.ndarray:
-    """The per-seed keys ``[seeds, 2]`` a run evaluates with at ``update``: the same settings and keys
+def eval_keys(cfg: RunConfig, update: int, count: int | None = None) -> np.ndarray:
+    """The per-seed keys ``[count, 2]`` a run evaluates with at ``update``: the same settings and keys
     reproduce that evaluation exactly (e.g. to look into it further)."""
-    return np.stack([np.asarray(seeding.evaluation_key(cfg.seed + i, update)) for i in range(cfg.seeds)])
+    count = cfg.seeds if count is None else count
+    return np.stack([np.asarray(seeding.evaluation_key(cfg.seed + i, update)) for i in range(count)])
 
 
 def runs_on_host(cfg: RunConfig) -> bool:
@@ -97,24 +104,73 @@ def runs_on_host(cfg: RunConfig) -> bool:
 
 
 class _Seeds:
-    """How a run's seeds execute: vmapped and sharded over a mesh, or one after another."""
+    """How a run's seeds execute: vmapped and sharded over a mesh, or one after another.
+
+    Vmapped seeds are padded to a multiple of the devices used
+    (:func:`padded_seeds`); the padding seeds run like the others and are
+    dropped from metrics and checkpoints (a checkpoint holds ``cfg.seeds``
+    states whatever the device count, so a run resumes on other devices).
+    Seeds are independent under ``vmap``, so padding changes no real seed.
+    """
 
     def __init__(self, algo: Any, cfg: RunConfig) -> None:
         self.algo, self.cfg = algo, cfg
         self.vmapped = algo.vmappable and not runs_on_host(cfg)
+        # A method run seed by seed keeps every seed on one device.
         self.mesh = seed_mesh(cfg.seeds) if self.vmapped else Mesh(np.array(jax.devices()[:1]), ("seeds",))
-        # One device holds every seed of a method run seed by seed.
         self.sharding = NamedSharding(self.mesh, PartitionSpec("seeds"))
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.count = padded_seeds(cfg.seeds, self.mesh.devices.size) if self.vmapped else cfg.seeds
 
     @property
     def devices(self) -> list[str]:
         return [str(d) for d in self.mesh.devices.flat]
 
+    @property
+    def padded(self) -> bool:
+        return self.count > self.cfg.seeds
+
     def put(self, host: np.ndarray) -> jax.Array:
-        """A host array with a leading seed axis, laid out over the mesh (every process passes the same)."""
+        """A host array with a leading (padded) seed axis, laid out over the mesh (same in all processes)."""
         if not self.vmapped:
             return jnp.asarray(host)
         return jax.make_array_from_callback(host.shape, self.sharding, lambda index: host[index])
+
+    def training_keys(self) -> jax.Array:
+        return self.put(seed_keys(self.cfg, self.count))
+
+    def evaluation_keys(self, update: int) -> jax.Array:
+        return self.put(eval_keys(self.cfg, update, self.count))
+
+    def to_host(self, tree: Any) -> dict[str, np.ndarray]:
+        """Metrics on the host, the padding seeds dropped: ``[cfg.seeds, ...]``."""
+        return {k: v[: self.cfg.seeds] for k, v in _to_host(tree).items()}
+
+    def to_checkpoint(self, state: Any) -> Any:
+        """The state a checkpoint holds: ``cfg.seeds`` seeds (padding dropped)."""
+        if not self.padded:
+            return state
+        seeds = self.cfg.seeds
+        return jax.jit(lambda t: jax.tree.map(lambda x: x[:seeds], t), out_shardings=self.replicated)(state)
+
+    def from_checkpoint(self, state: Any) -> Any:
+        """A restored state padded back to the computed seeds (padding seeds copy the last real one)."""
+        if not self.padded:
+            return state
+        extra = self.count - self.cfg.seeds
+
+        def pad(x: jax.Array) -> jax.Array:
+            return jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)])
+
+        return jax.jit(lambda t: jax.tree.map(pad, t), out_shardings=self.sharding)(state)
+
+    def checkpoint_target(self) -> Any:
+        """What a checkpoint restores into: shapes, dtypes and shardings of ``cfg.seeds`` states,
+        without running ``init``."""
+        one = jax.eval_shape(self.algo.init, jax.ShapeDtypeStruct((2,), jnp.uint32))  # no vmap: host envs
+        shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct((self.cfg.seeds, *s.shape), s.dtype), one)
+        sharding = self.replicated if self.padded else self.sharding
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
     def chunk(self, length: int) -> Callable[[Any], tuple[Any, Any]]:
         def chunk(state: Any) -> tuple[Any, Any]:
@@ -137,12 +193,6 @@ class _Seeds:
             return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
 
         return each_seed
-
-    def init_shapes(self) -> Any:
-        """The seed-batched train state's structure, shapes, dtypes and shardings, without running init."""
-        keys = jax.ShapeDtypeStruct((self.cfg.seeds, 2), jnp.uint32)
-        shapes = jax.eval_shape(jax.vmap(self.algo.init), keys)
-        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.sharding), shapes)
 
 
 def run(cfg: RunConfig, log: Any = print) -> dict[str, Any]:
@@ -167,9 +217,13 @@ def _train(cfg: RunConfig, run_dir: Path, start_update: int, is_writer: bool, lo
     t_start = time.perf_counter()
     algo = algos.REGISTRY[cfg.algo.name].make(cfg)
     seeds = _Seeds(algo, cfg)
+    check_memory(seeds.checkpoint_target(), seeds.count / cfg.seeds)
     checkpoints = _checkpoint_manager(run_dir / "checkpoints", cfg.keep_checkpoints)
     if start_update > 0:
-        state, start_update = _restore_latest(checkpoints, run_dir, seeds.init_shapes(), start_update, log)
+        state, start_update = _restore_latest(
+            checkpoints, run_dir, seeds.checkpoint_target(), start_update, log
+        )
+        state = seeds.from_checkpoint(state)
         log(f"Resuming {run_dir} from the checkpoint at update {start_update}.")
         if not seeds.vmapped:
             log(
@@ -177,12 +231,12 @@ def _train(cfg: RunConfig, run_dir: Path, start_update: int, is_writer: bool, lo
                 "equals an uninterrupted one only as far as that environment is deterministic.)"
             )
     else:
-        init_fn = seeds.compile(algo.init, seeds.put(seed_keys(cfg)))
-        state = init_fn(seeds.put(seed_keys(cfg)))
+        keys = seeds.training_keys()
+        state = seeds.compile(algo.init, keys)(keys)
 
     t_compile = time.perf_counter()
     chunk_fn = seeds.compile(seeds.chunk(cfg.chunk_size), state)
-    eval_fn = seeds.compile(algo.evaluate, state, seeds.put(eval_keys(cfg, 0)))
+    eval_fn = seeds.compile(algo.evaluate, state, seeds.evaluation_keys(0))
     compile_s = time.perf_counter() - t_compile
 
     if is_writer:
@@ -193,7 +247,7 @@ def _train(cfg: RunConfig, run_dir: Path, start_update: int, is_writer: bool, lo
         _truncate_metrics(metrics_path, start_update)
 
     def eval_at(state: Any, update: int) -> dict[str, np.ndarray]:
-        return _to_host(eval_fn(state, seeds.put(eval_keys(cfg, update))))
+        return seeds.to_host(eval_fn(state, seeds.evaluation_keys(update)))
 
     report = algo.report
     last_eval: dict[str, np.ndarray] | None = None
@@ -207,6 +261,8 @@ def _train(cfg: RunConfig, run_dir: Path, start_update: int, is_writer: bool, lo
         if seeds.vmapped
         else "one seed after another (its environment runs on the host and cannot be vmapped)"
     )
+    if seeds.padded:
+        how += f" ({seeds.count - cfg.seeds} more seed(s) computed to fill the devices, then dropped)"
     describe = f" of {report.describe}" if report.describe else ""
     log(
         f"Training {cfg.algo.name} on {env_name}: {cfg.seeds} seed(s) x {cfg.num_updates} updates"
@@ -228,7 +284,7 @@ def _train(cfg: RunConfig, run_dir: Path, start_update: int, is_writer: bool, lo
             while updates_done < cfg.num_updates:
                 t0 = time.perf_counter()
                 new_state, chunk_metrics = chunk_fn(state)
-                host_metrics = _to_host(chunk_metrics)
+                host_metrics = seeds.to_host(chunk_metrics)
                 train_s += time.perf_counter() - t0
                 updates = list(range(updates_done + 1, updates_done + cfg.chunk_size + 1))
                 _check_finite(host_metrics, updates, cfg.seed, checkpoints, run_dir)
@@ -245,8 +301,10 @@ def _train(cfg: RunConfig, run_dir: Path, start_update: int, is_writer: bool, lo
                     _write_rows(metrics_file, "eval", [updates_done], _add_chunk_axis(last_eval))
                 metrics_file.flush()
                 if updates_done % cfg.checkpoint_every == 0 or updates_done == cfg.num_updates:
-                    _check_state_finite(state, updates_done, checkpoints, run_dir)
-                    checkpoints.save(updates_done, args=_ocp().args.StandardSave(state))
+                    saved = seeds.to_checkpoint(state)
+                    _check_state_finite(saved, updates_done, checkpoints, run_dir)
+                    with deferred_interrupts():  # a Ctrl-C here lands after the save is on its way
+                        checkpoints.save(updates_done, args=_ocp().args.StandardSave(saved))
                 progress.update(cfg.chunk_size)
                 progress.set_postfix(_postfix(report, last_train, last_eval), refresh=False)
     finally:
@@ -295,15 +353,16 @@ def evaluate_checkpoint(cfg: RunConfig, update: int | None = None) -> dict[str, 
     seeds = _Seeds(algo, cfg)
     checkpoints = _checkpoint_manager(run_dir / "checkpoints", cfg.keep_checkpoints)
     try:
-        state = checkpoints.restore(update, args=_ocp().args.StandardRestore(seeds.init_shapes()))
+        state = checkpoints.restore(update, args=_ocp().args.StandardRestore(seeds.checkpoint_target()))
     finally:
         checkpoints.close()
-    keys = seeds.put(eval_keys(cfg, update))
+    state = seeds.from_checkpoint(state)
+    keys = seeds.put(eval_keys(cfg, update, seeds.count))
     t_compile = time.perf_counter()
     compiled = seeds.compile(algo.evaluate, state, keys)
     compile_s = time.perf_counter() - t_compile
     t_eval = time.perf_counter()
-    evaluation = _to_host(compiled(state, keys))
+    evaluation = seeds.to_host(compiled(state, keys))
     eval_s = time.perf_counter() - t_eval
     summary = _summary(cfg, evaluation, {}, time.perf_counter() - t_start, compile_s, 0.0)
     summary.update(
@@ -317,6 +376,44 @@ def evaluate_checkpoint(cfg: RunConfig, update: int | None = None) -> dict[str, 
     return summary
 
 
+def check_memory(state: Any, scale: float = 1.0) -> None:
+    """A ``ConfigError`` before compiling if the train state alone (times ``scale``) cannot fit in memory.
+
+    A lower bound of what training needs (activations come on top), so it
+    catches only configs far too big, e.g. banks for a million tasks.
+    """
+    need = scale * sum(np.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(state))
+    have = available_memory()
+    if have is not None and need > have:
+        raise ConfigError(
+            f"the train state needs {need / 2**30:.1f} GiB but the {jax.default_backend()} device has "
+            f"{have / 2**30:.1f} GiB free: lower seeds or the sizes that scale it (tasks, memory capacities, "
+            "batch sizes)"
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes free for arrays on the first device: its limit on an accelerator, free host memory on CPU."""
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        limit = stats.get("bytes_limit")
+        return None if limit is None else int(limit) - int(stats.get("bytes_in_use", 0))
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether an exception is XLA running out of memory (allocation failed)."""
+    text = str(err)
+    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or isinstance(err, MemoryError)
+
+
 # ----------------------------------------------------------------------------- run directory
 @contextlib.contextmanager
 def _run_lock(run_dir: Path, is_writer: bool) -> Iterator[None]:
@@ -326,9 +423,12 @@ def _run_lock(run_dir: Path, is_writer: bool) -> Iterator[None]:
         return
     import fcntl
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     lock_path = run_dir / ".lock"
-    handle = lock_path.open("a+")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = lock_path.open("a+")
+    except OSError as err:
+        raise ConfigError(f"run_dir {run_dir} cannot be written: {err.strerror or err}") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -419,11 +519,38 @@ def _checkpoint_manager(directory: Path, keep: int) -> Any:
 
 
 def _close_quietly(checkpoints: Any) -> None:
-    """Finish a pending save and close, even while an interrupt is being handled."""
-    with contextlib.suppress(BaseException):  # an interrupted save must not mask the interrupt
+    """Finish a pending save and close, even while an interrupt is being handled: a Ctrl-C now
+    waits for the save instead of breaking it (and printing orbax's threads' tracebacks)."""
+    with deferred_interrupts(), contextlib.suppress(Exception):
         checkpoints.wait_until_finished()
-    with contextlib.suppress(BaseException):
         checkpoints.close()
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block is done, then raise ``KeyboardInterrupt`` if one came.
+
+    Only in the main thread (signal handlers can only be set there); elsewhere a no-op.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            raise KeyboardInterrupt
 
 
 def _latest_checkpoint(directory: Path) -> int | None:

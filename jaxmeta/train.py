@@ -52,13 +52,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"config error: {err}", file=sys.stderr)
         return 2
 
-    from jaxmeta.runner import TrainingDiverged, format_summary, run
+    from jaxmeta.runner import TrainingDiverged, format_summary, is_out_of_memory, run
 
     try:
         summary = run(cfg, log=_log)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        if not is_out_of_memory(err):
+            raise
+        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        print(
+            f"out of memory: {first.strip()[:200]}; lower seeds, batch sizes or memory capacities "
+            f"(checkpoints so far are kept in {cfg.run_dir})",
+            file=sys.stderr,
+        )
+        return 1
     except TrainingDiverged as err:
         print(f"training diverged: {err}", file=sys.stderr)
         return 1

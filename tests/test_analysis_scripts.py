@@ -1,20 +1,29 @@
 """The scripts that read trained runs: the failure analysis and the paper's figures, table and GIF.
 
 The analysis is checked against a plain-Python model of the protocol's
-bookkeeping; both scripts then run end to end on a tiny trained memory agent.
+bookkeeping; the scripts then run end to end on a tiny trained memory agent,
+and on a copy of it laid out as runs were written before the platform
+refactor (issue 11): old config layout, a summary with
+``optimal_episode_return`` and no ``references``. What such a run used (its
+held-out tasks, its evaluation keys) was recorded from the code before the
+refactor.
 """
 
 import json
 import random
 import shutil
 
+import jax
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+import yaml
 from helpers import TINY_MEMORY_AGENT, tiny_config
 
-from benchmarks import failure_analysis, paper_figures
-from jaxmeta import runner
+import envs_jax
+from benchmarks import _common, failure_analysis, gif, paper_figures
+from envs_jax.gridworld import imitation_reference
+from jaxmeta import config, runner
 
 GOAL, TRAP, TIMEOUT = failure_analysis.GOAL, failure_analysis.TRAP, failure_analysis.TIMEOUT
 
@@ -93,33 +102,57 @@ def test_summarise_rates_and_layouts_by_hand():
     assert result["layouts"]["hit_a_trap_never_repeated"]["trials"] == 0
 
 
+RUN_OVERRIDES = ("env.size=5", *TINY_MEMORY_AGENT, "algo.eval.episodes=3", "algo.bank_capacity=4")
+# Recorded from the code before the refactor (commit 92ceb45) for tiny_config(..., *RUN_OVERRIDES):
+# its held-out tasks and its evaluation keys at update 4.
+LEGACY_TEST_BLOCKS = [[22, 1], [14, 24], [8, 17], [3, 1], [8, 20], [23, 18], [10, 12], [16, 6]]
+LEGACY_TEST_STARTS = [5, 4, 21, 18, 10, 13, 18, 10]
+LEGACY_TEST_GOALS = [1, 0, 0, 1, 1, 0, 0, 0]
+LEGACY_EVAL_KEYS_AT_4 = [[3761307291, 484783190]]
+
+
 @pytest.fixture(scope="module")
 def trained_runs(tmp_path_factory):
     """A tiny memory agent trained into ``runs/memory_x2`` (the name the figures look for)."""
     runs = tmp_path_factory.mktemp("runs")
-    cfg = tiny_config(
-        "failure_replay",
-        str(runs / "memory_x2"),
-        4,
-        "env.size=5",
-        *TINY_MEMORY_AGENT,
-        "eval.episodes=3",
-        "algo.bank_capacity=4",
-    )
+    cfg = tiny_config("failure_replay", str(runs / "memory_x2"), 4, *RUN_OVERRIDES)
     summary = runner.run(cfg, log=lambda *_: None)
     return runs, summary
+
+
+def legacy_copy(run_dir, dest):
+    """A copy of a run directory as the code before the refactor wrote it."""
+    shutil.copytree(run_dir, dest)
+    raw = yaml.safe_load((dest / "config.yaml").read_text())
+    algo = dict(raw["algo"])
+    old = {k: v for k, v in raw.items() if k not in ("algo", "eval_every")}
+    old["trial"] = algo.pop("trial")
+    old["eval"] = {"every": raw["eval_every"], **algo.pop("eval")}
+    old["algo"] = algo
+    assert config.migrate_legacy(old) == raw  # a faithful old layout
+    (dest / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    summary = json.loads((dest / "summary.json").read_text())
+    for key in ("references", "report", "samples", "samples_per_s"):
+        summary.pop(key, None)
+    episodes = len(summary["eval"]["episode_return"]["mean"])
+    x = raw["env"]["num_blocks"]
+    summary.update(num_blocks=x, optimal_episode_return=envs_jax.optimal_returns(x, episodes).tolist())
+    (dest / "summary.json").write_text(json.dumps(summary))
+    return dest
 
 
 def test_failure_analysis_replays_the_runs_own_evaluation(trained_runs, capsys):
     runs, summary = trained_runs
     out = runs / "analysis.json"
     result = failure_analysis.main([str(runs / "memory_x2"), "--out", str(out)])
-    # Same checkpoint and keys as the run's final evaluation: the same successes, to the trial.
+    # Same checkpoint, tasks and keys as the run's final evaluation: the same successes, seed by seed.
     np.testing.assert_allclose(result["per_episode"]["goal"], summary["eval"]["episode_success"]["mean"])
+    np.testing.assert_allclose(result["success_per_seed"], summary["eval"]["episode_success"]["per_seed"])
     per = result["per_episode"]
     np.testing.assert_allclose(np.sum([per["goal"], per["trap"], per["timeout"]], axis=0), 1.0)
     assert per["repeated_trap"][0] == 0.0  # nothing is known before the first episode
     assert json.loads(out.read_text())["update"] == 4
+    assert not result["written_before_refactor"]
     assert "trap hit again" in capsys.readouterr().out
 
 
@@ -128,18 +161,120 @@ def test_failure_analysis_rejects_what_it_cannot_read(tmp_path):
         failure_analysis.main([str(tmp_path)])
 
 
-def test_paper_figures_table_and_gif_from_run_directories(trained_runs):
+def test_restore_reads_a_run_written_before_the_refactor(trained_runs, tmp_path):
+    runs, _ = trained_runs
+    new = _common.restore_memory_run(runs / "memory_x2")
+    old = _common.restore_memory_run(legacy_copy(runs / "memory_x2", tmp_path / "old"))
+    assert old.legacy and not new.legacy and old.update == new.update == 4
+    assert config.to_dict(old.cfg) == config.to_dict(new.cfg)  # the same settings, read from either layout
+    jax.tree.map(np.testing.assert_array_equal, old.params, new.params)
+    # The held-out tasks and evaluation keys the code before the refactor used, not today's.
+    tasks = old.parts.setup.test_tasks
+    np.testing.assert_array_equal(tasks.block_cells, LEGACY_TEST_BLOCKS)
+    np.testing.assert_array_equal(tasks.agent_start, LEGACY_TEST_STARTS)
+    np.testing.assert_array_equal(tasks.goal_index, LEGACY_TEST_GOALS)
+    assert old.eval_keys().tolist() == LEGACY_EVAL_KEYS_AT_4
+    assert not np.array_equal(new.parts.setup.test_tasks.block_cells, LEGACY_TEST_BLOCKS)
+    assert new.eval_keys().tolist() == runner.eval_keys(new.cfg, 4).tolist() != LEGACY_EVAL_KEYS_AT_4
+    assert old.parts.algo is None  # its functions would evaluate on today's tasks
+
+
+def test_gif_trial_comes_from_evaluation_trials_with_the_banks_each_episode_read(trained_runs):
+    runs, _ = trained_runs
+    run, task, out = gif.held_out_trial(runs / "memory_x2", task_index=1)
+    episodes = gif.trial_episodes(out)
+    num_episodes, capacity = run.cfg.algo.eval.episodes, run.cfg.algo.bank_capacity
+    assert len(episodes) == num_episodes == 3 and out.data.obs.shape[:2] == (3, 1)
+    size, max_steps = run.cfg.env.size, int(run.parts.setup.params.max_steps_in_episode)
+    cells = np.asarray(task.block_cells).tolist()
+    goal = cells[int(task.goal_index)]
+    failed_ends = []  # the final cell of each failed episode so far, oldest first
+    for k, ep in enumerate(episodes):
+        path = [int(c) for c in ep["agent_cells"]]
+        assert path[0] == int(task.agent_start)
+        rows, cols = np.divmod(np.array(path), size)
+        assert (np.abs(np.diff(rows)) + np.abs(np.diff(cols)) <= 1).all()  # one move (or a wall) a frame
+        assert ep["return"] == float(out.returns[k, 0])
+        if ep["return"] == 1.0:
+            assert path[-1] == goal
+        elif ep["return"] == -1.0:
+            assert path[-1] in cells and path[-1] != goal
+        else:  # the time limit
+            assert ep["return"] == 0.0 and len(path) == max_steps + 1 and path[-1] not in cells
+        # The bank this episode read: one slot per earlier failure, its frame where that episode ended.
+        valid = ep["bank_valid"].astype(bool)
+        assert valid.sum() == min(len(failed_ends), capacity) and not valid[len(failed_ends) :].any()
+        stored = [int(frame[..., 0].reshape(-1).argmax()) for frame in ep["bank_obs"][valid]]
+        assert stored == failed_ends[-capacity:]
+        if ep["return"] != 1.0:
+            failed_ends.append(path[-1])
+
+
+def test_paper_figures_table_and_gif_from_run_directories(trained_runs, tmp_path, monkeypatch):
     runs, summary = trained_runs
-    docs = runs / "docs"
-    paper_figures.main(["--runs", str(runs), "--out", str(docs), "--gif", str(runs / "memory_x2")])
+    mine = tmp_path / "runs"
+    shutil.copytree(runs / "memory_x2", mine / "memory_x2")
+    # A run written before the refactor, under another Fig. 2a name.
+    legacy_copy(runs / "memory_x2", mine / "memory_temporal_x2")
+    monkeypatch.setattr(paper_figures, "IMITATION_TASKS", 512)  # fresh tasks for the old run's reference
+    docs = tmp_path / "docs"
+    paper_figures.main(["--runs", str(mine), "--out", str(docs), "--gif", str(mine / "memory_x2")])
     for name in ("fig2_x2", "fig2_x3", "fig3a_length", "fig3b_length_curves", "fig3c_reset"):
         assert (docs / "figures" / f"{name}.png").stat().st_size > 1000
     assert (docs / "figures" / "memory_trial.gif").stat().st_size > 1000
-    table = (docs / "results.md").read_text()
-    row = next(line for line in table.splitlines() if line.startswith("| `configs/memory_x2.yaml`"))
+
+    text = (docs / "results.md").read_text()
+    assert text.startswith(paper_figures.RESULTS_HEADER)
+    lines = text.splitlines()
+    columns = lines.index(paper_figures.TABLE_COLUMNS)
+    width = paper_figures.TABLE_COLUMNS.count("|")
+    table = [line for line in lines[columns:] if line.startswith("|")]
+    assert all(line.count("|") == width for line in table)  # every row has every column
+
+    # The run of today: the optimum and expert imitation from its summary's references (its tasks).
+    refs = summary["references"]
+    row = next(line for line in table if line.startswith("| `configs/memory_x2.yaml`"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
     total = sum(summary["eval"]["episode_return"]["mean"])
-    assert f"| {total:.2f}±0.00 |" in row  # one seed: no spread
-    assert "| `configs/snail_x3.yaml` | SNAIL | | not run yet |" in table
+    optimum = sum(refs["Bayes-optimal"])
+    assert cells[2] == "2"  # X, from its config.yaml
+    assert cells[4] == f"{total:.2f}±0.00"  # one seed: no spread
+    assert cells[5:8] == [
+        f"{optimum:.2f}",
+        f"{100 * total / optimum:.0f}%",
+        f"{sum(refs['expert imitation']):.2f}",
+    ]
+
+    # The old run: optimum from optimal_episode_return, imitation simulated on fresh tasks (marked).
+    env, params = envs_jax.make("Gridworld-v0", size=5, num_blocks=2, max_steps_in_episode=10)
+    fresh = imitation_reference(env, params, jax.random.PRNGKey(0), num_tasks=512, num_episodes=3)
+    row = next(line for line in table if line.startswith("| `configs/memory_temporal_x2.yaml`"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "2" and cells[5] == f"{sum(envs_jax.optimal_returns(2, 3)):.2f}"
+    assert cells[7] == f"{fresh.sum():.2f}†"
+    assert "† Simulated by `envs_jax.gridworld.imitation_reference` on 512 fresh tasks" in text
+
+    # Reference rows for X=2, per episode: from the run that recorded its own (not the fresh one).
+    bayes = next(line for line in table if line.startswith("| reference | Bayes-optimal | 2 |"))
+    imitation = next(line for line in table if line.startswith("| reference | expert imitation | 2 |"))
+    assert ", ".join(f"{v:.2f}" for v in refs["Bayes-optimal"]) in bayes
+    assert ", ".join(f"{v:.2f}" for v in refs["expert imitation"]) in imitation
+    assert "| `configs/snail_x3.yaml` | SNAIL | | not run yet |" in text
+    assert not any(line.startswith("| reference") and "| 3 |" in line for line in table)  # no X=3 run
+
+    # Fig. 2a: both runs, the Bayes optimum dashed and expert imitation dotted (the recorded one).
+    fig, ax = plt.subplots()
+    paper_figures.per_episode(ax, mine, paper_figures.FIG2[2], 2, "X=2", extra=paper_figures.EXTRA[2])
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {
+        "Memory (1 seeds)",
+        "Memory + Temporal (1 seeds)",
+        "Bayes-optimal",
+        "expert imitation",
+    }
+    assert lines["Bayes-optimal"].get_linestyle() == "--" and lines["expert imitation"].get_linestyle() == ":"
+    np.testing.assert_allclose(lines["expert imitation"].get_ydata(), refs["expert imitation"])
+    plt.close(fig)
 
 
 def test_paper_figures_draw_and_list_an_unfinished_run(trained_runs, tmp_path):
@@ -155,8 +290,10 @@ def test_paper_figures_draw_and_list_an_unfinished_run(trained_runs, tmp_path):
 
     table = paper_figures.results_table(mine)
     row = next(line for line in table.splitlines() if "memory_x3_lh_same" in line)
-    assert f"unfinished: evaluated to update {last} of 4 | {expected}" in row
+    # X comes from the run's config.yaml (2 here), not from the config's name.
+    assert f"| LH_RESET_SAME | 2 | unfinished: evaluated to update {last} of 4 | {expected} |" in row
     assert "| `configs/memory_x3_nh_same.yaml` | NH_RESET_SAME | | not run yet |" in table
+    assert "| reference" not in table  # no finished run: no references to show
 
     fig, ax = plt.subplots()
     paper_figures.curves(ax, mine, paper_figures.FIG3_RESET, "reset")
@@ -167,3 +304,14 @@ def test_paper_figures_draw_and_list_an_unfinished_run(trained_runs, tmp_path):
     assert dashed.get_linestyle() == "--"
     np.testing.assert_allclose(dashed.get_ydata()[-1], sum(totals) / len(totals), rtol=1e-6)
     plt.close(fig)
+
+
+def test_results_header_counts_the_training_tasks_of_every_row():
+    header = paper_figures.RESULTS_HEADER
+    words = " ".join(header.split())
+    assert "Every method trains on the same 1000 training tasks" not in words
+    for text in ("(4000 for X=2, 6000 for X=3)", "(1000 → 1002 tasks)", "`algo.eval.greedy: false`"):
+        assert text in words
+    # docs/results.md carries the same header above its table.
+    docs = (paper_figures.ROOT / "docs" / "results.md").read_text()
+    assert docs.startswith(header)

@@ -1,27 +1,116 @@
-"""The benchmark scripts run end to end (smoke mode) and report sane numbers."""
+"""The benchmark scripts run end to end (smoke mode), and what they report is what they ran.
 
+Each quick test checks the numbers a script reports against an independent
+account of the work: env steps counted inside the timed calls against batch x
+steps x repeats, rates recomputed from the recorded wall times, and the
+failure banks' fill against a plain-Python count of the failed episodes in
+the trials the benchmark ran.
+"""
+
+import json
+import statistics
+from collections import Counter
+
+import jax
+import numpy as np
 import pytest
 
-from benchmarks import env_throughput, trial_throughput  # the repo root is on sys.path (conftest)
+from benchmarks import _common, env_throughput, trial_throughput  # the repo root is on sys.path (conftest)
+
+
+def test_compile_and_time_times_what_it_reports():
+    calls = []
+    timing = _common.compile_and_time(
+        lambda x: x + 1,
+        (np.float32(0),),
+        repeats=3,
+        args_for_repeat=lambda i: (np.float32(i),),
+        on_result=lambda out, timed: calls.append((float(out), timed)),
+    )
+    # A warm-up (not timed, the fast first call), then 3 timed calls on inputs 1, 2, 3.
+    assert calls == [(1.0, False), (2.0, True), (3.0, True), (4.0, True)]
+    assert len(timing.run_s) == len(timing.cpu_s) == 3 and not timing.first_run_counted
+    assert timing.median_s == statistics.median(timing.run_s) > 0
+    assert timing.to_dict()["repeats_done"] == 3
 
 
 def test_env_throughput_quick(tmp_path):
-    report = env_throughput.main(
-        ["--quick", "--envs", "gridworld,breakout", "--out", str(tmp_path / "e.json")]
-    )
-    assert (tmp_path / "e.json").exists()
-    text = (tmp_path / "e.json").read_text()
-    assert "gridworld" in text.lower() and "breakout" in text.lower()
-    assert report is not None
+    out = tmp_path / "e.json"
+    argv = ["--quick", "--batches", "8", "--envs", "gridworld,breakout", "--out", str(out)]
+    report = env_throughput.main(argv)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))  # the file is the report
+    assert report["config"]["batches"] == [8] and report["config"]["steps"] == 20
+    assert set(report["results"]) == {"gridworld", "breakout"}
+    for name, per_batch in report["results"].items():
+        assert set(per_batch) == {"8"}
+        for batch, r in per_batch.items():
+            steps = int(batch) * 20
+            assert r["env_steps_per_call"] == steps
+            assert r["repeats_done"] == len(r["run_s"]) == 2
+            # Counted inside the timed calls' scans: every env of the batch stepped every step.
+            assert r["env_steps_timed"] == steps * r["repeats_done"], (name, batch)
+            assert r["median_s"] == pytest.approx(statistics.median(r["run_s"]))
+            assert r["steps_per_s"] == pytest.approx(steps / statistics.median(r["run_s"]))
+            assert r["steps_per_s"] > 0 and r["compile_s"] > 0
+    for batch, ratio in report["ratios"]["gridworld/breakout"].items():
+        grid, breakout = report["results"]["gridworld"][batch], report["results"]["breakout"][batch]
+        assert ratio == pytest.approx(grid["steps_per_s"] / breakout["steps_per_s"])
+    target = report["targets"]["gridworld/breakout"]
+    assert target["batch"] == 8 and target["measured"] == report["ratios"]["gridworld/breakout"]["8"]
+    assert target["met"] == (target["measured"] >= 1.0)
+
+
+def _python_bank_fill(records, num_tasks, capacity, max_episodes):
+    """The episodes the banks hold after these calls, counted in plain Python from each step's record:
+    an episode that ended inside its trial without success (within the first ``max_episodes``
+    slots, the ones cut for the bank) is a failure of the task it ran on; a bank keeps the newest
+    ``capacity``."""
+    failures = Counter()
+    for record in records:
+        task_id, done, success, episode = (
+            np.asarray(record[k]) for k in ("task_id", "done", "success", "episode_index")
+        )
+        for b in range(task_id.shape[0]):
+            reached_goal = False
+            for t in range(task_id.shape[1]):
+                reached_goal |= bool(success[b, t])
+                if done[b, t]:
+                    if not reached_goal and episode[b, t] < max_episodes:
+                        failures[int(task_id[b, t])] += 1
+                    reached_goal = False
+    assert set(failures) <= set(range(num_tasks))
+    return sum(min(capacity, n) for n in failures.values()), failures
 
 
 def test_trial_throughput_quick():
-    report = trial_throughput.main(["--quick"])
+    records = {}
+    report = trial_throughput.main(["--quick"], records=records)
+    batch, steps, repeats = report["batch"], report["trial_steps"], 2
+    assert (batch, steps, report["num_tasks"]) == (8, 80, 20)
+    results = report["results"]
     for label in ("with_bank", "without_bank"):
-        assert report["results"][label]["trials_per_s"] > 0
-    # The random policy fails often: after a few batches the banks hold episodes.
-    assert report["results"]["with_bank"]["bank_episodes_held"] > 0
-    assert 0 < report["with_over_without"] < 2
+        r = results[label]
+        assert len(r["run_s"]) == repeats and len(records[label]) == repeats + 1  # warm-up + timed
+        assert r["env_steps_timed"] == batch * steps * repeats
+        assert r["trials_per_s"] == pytest.approx(batch / statistics.median(r["run_s"]))
+        assert r["env_steps_per_s"] == pytest.approx(r["trials_per_s"] * steps) and r["trials_per_s"] > 0
+        # Episodes per trial of the timed calls, counted from the episode index of their last steps.
+        timed = records[label][1:]
+        episodes = sum(int((np.asarray(rec["episode_index"])[:, -1] + 1).sum()) for rec in timed)
+        assert r["episodes_per_trial"] == pytest.approx(episodes / (repeats * batch))
+    assert results["without_bank"]["bank_episodes_held"] is None
+    # The banks were threaded through the warm-up and the timed calls: they hold what those failed.
+    held, failures = _python_bank_fill(
+        records["with_bank"], report["num_tasks"], report["bank_capacity"], report["max_episodes"]
+    )
+    assert results["with_bank"]["bank_episodes_held"] == held > 0
+    assert max(failures.values()) > 1  # some task failed more than once: the count is not trivial
+    ratio = results["with_bank"]["trials_per_s"] / results["without_bank"]["trials_per_s"]
+    assert report["with_over_without"] == pytest.approx(ratio)
+    # The two variants ran the same trials (same keys; the bank read does not change the actions).
+    for with_bank, without in zip(records["with_bank"], records["without_bank"], strict=True):
+        for key in with_bank:
+            np.testing.assert_array_equal(with_bank[key], without[key])
 
 
 @pytest.mark.slow
@@ -31,3 +120,33 @@ def test_env_throughput_targets():
     assert report["targets"]["gridworld/breakout"]["measured"] >= 1.0
     if "gridworld/xminigrid" in report["targets"]:
         assert report["targets"]["gridworld/xminigrid"]["measured"] >= 10.0
+
+
+def test_torch_reference_quick_sizes_are_valid_overrides():
+    """The PyTorch side needs torch (not a dependency); its JAX side reads the config of today."""
+    from benchmarks import torch_reference
+    from jaxmeta import config
+
+    quick = config.load(torch_reference.DEFAULT_CONFIG, list(torch_reference.QUICK_OVERRIDES))
+    trial = quick.algo.trial
+    assert (trial.batch_size, trial.num_steps, quick.algo.num_train_tasks) == (4, 10, 20)
+
+
+@pytest.mark.slow
+def test_torch_reference_jax_side_times_the_updates_it_reports():
+    """Slow only for the compile of the memory agent's update (about 30 s on 2 loaded cores)."""
+    from helpers import TINY_MEMORY_AGENT, tiny_config
+
+    from benchmarks import torch_reference
+    from jaxmeta.algos import failure_replay
+
+    cfg = tiny_config("failure_replay", "/tmp/unused", 4, *TINY_MEMORY_AGENT)
+    parts = failure_replay.make_parts(cfg)
+    ours = torch_reference.time_ours(parts, updates=2, warmup=1)
+    assert len(ours["run_s"]) == 2 and len(ours["warmup_s"]) == 1
+    assert ours["median_s"] == pytest.approx(statistics.median(ours["run_s"]))
+    # Three updates ran (one warm-up, two timed): the agent's own count of env steps says so.
+    trial = cfg.algo.trial
+    assert ours["last_metrics"]["env_steps"] == 3 * trial.batch_size * trial.num_steps
+    params = jax.eval_shape(parts.algo.init, jax.random.PRNGKey(0)).params
+    assert ours["param_count"] == sum(x.size for x in jax.tree.leaves(params))

@@ -23,7 +23,7 @@ import yaml
 from helpers import subprocess_timeout
 
 from jaxmeta import algos, train
-from jaxmeta.config import ConfigError, all_keys, help_text, load
+from jaxmeta.config import ConfigError, all_keys, help_text, load, param
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
@@ -390,3 +390,49 @@ def test_base_files_are_merged_under_the_file_and_cycles_are_refused(tmp_path):
     (tmp_path / "b.yaml").write_text("base: a.yaml\n")
     with pytest.raises(ConfigError, match="cycle"):
         load(str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text("base: d.yaml\n")
+    (tmp_path / "d.yaml").write_text("base: e.yaml\n")
+    (tmp_path / "e.yaml").write_text("base: c.yaml\n")
+    message = config_error(str(tmp_path / "c.yaml"), [])
+    for name in ("c.yaml", "d.yaml", "e.yaml"):  # every file of the cycle is named
+        assert name in message, message
+    assert message.count("c.yaml") == 2  # ... and it closes on the file it started from
+
+
+def test_env_registry_errors_are_one_line_values():
+    import envs_jax
+
+    for bad in (None, 3, "NoSuchEnv-v9", "cartpole-v1"):
+        with pytest.raises(ValueError) as info:
+            envs_jax.make(bad)
+        message = str(info.value)
+        assert "\n" not in message and "registered:" in message and "Gridworld-v0" in message
+    with pytest.raises(ValueError, match="did you mean 'CartPole-v1'"):
+        envs_jax.make("cartpole-v1")
+    with pytest.raises(ValueError, match="did you mean 'num_blocks'"):
+        envs_jax.make("Gridworld-v0", num_block=3)
+    with pytest.raises(ValueError, match="max_torque must be a number"):
+        envs_jax.make("Pendulum-v1", max_torque="big")
+    _, params = envs_jax.make("Pendulum-v1", max_torque=1)  # an int for a float setting
+    assert params.max_torque == 1.0 and type(params.max_torque) is float
+    assert set(envs_jax.registered()) >= {
+        "Gridworld-v0",
+        "CartPole-v1",
+        "Breakout-MinAtar",
+        "NumpyChain-host-v0",
+    }
+
+
+def test_a_method_without_an_environment_refuses_an_env_section(monkeypatch):
+    import types
+
+    @dataclasses.dataclass
+    class Config:
+        name: str = param("envless", "a method with no environment (e.g. regression tasks)")
+
+    module = types.SimpleNamespace(Config=Config, NEEDS_ENV=False, __doc__="test method")
+    monkeypatch.setitem(algos.REGISTRY, "envless", module)
+    cfg = load(None, ["algo.name=envless"])
+    assert cfg.env is None
+    message = config_error(None, ["algo.name=envless", "env.id=CartPole-v1"], base=[])
+    assert "envless takes no environment" in message

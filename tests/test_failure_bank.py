@@ -296,3 +296,17 @@ def test_vmap_add_and_read_over_seeds():
         np.testing.assert_array_equal(np.asarray(out["action"][s]), ref["action"])
         np.testing.assert_array_equal(np.asarray(step_mask[s]), ref_step_mask)
         np.testing.assert_array_equal(np.asarray(slot_mask[s]), ref_slot_mask)
+
+
+def test_reading_an_unknown_task_gives_an_empty_bank_not_another_tasks():
+    """Out-of-range ids are ignored by ``add`` and read as empty by ``read`` (not clamped to a task)."""
+    bank = fb.init(3, capacity=2, length=1, step_example={"x": jnp.zeros(())})
+    bank = fb.add(
+        bank, jnp.array([2, 2]), {"x": jnp.array([[5.0], [6.0]])}, jnp.ones((2, 1), bool), jnp.ones(2, bool)
+    )
+    steps, step_mask, slot_mask = jax.jit(fb.read)(bank, jnp.array([2, 3, -1, 7]))
+    np.testing.assert_array_equal(
+        np.asarray(slot_mask), [[True, True], [False, False], [False, False], [False, False]]
+    )
+    np.testing.assert_array_equal(np.asarray(steps["x"])[:, :, 0], [[5.0, 6.0], [0, 0], [0, 0], [0, 0]])
+    assert not np.asarray(step_mask)[1:].any()

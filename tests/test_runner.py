@@ -8,6 +8,7 @@ import sys
 import types
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -129,9 +130,10 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
 
 
 def test_two_device_sharded_sweep(tmp_path):
-    """seeds=2 on two CPU devices: the seed axis is split over both, results match one device."""
+    """seeds=3 on two CPU devices: the seed axis is split over both (a fourth seed pads the mesh and
+    is dropped, so both devices work); the results equal one device's, the checkpoint holds 3 seeds."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
-    args = [sys.executable, "-m", "jaxmeta.train", *TINY, "seeds=2", "num_updates=4"]
+    args = [sys.executable, "-m", "jaxmeta.train", *TINY, "seeds=3", "num_updates=4"]
     sharded = subprocess.run(
         [*args, f"run_dir={tmp_path / 'two'}"],
         env=env,
@@ -140,27 +142,23 @@ def test_two_device_sharded_sweep(tmp_path):
         text=True,
         timeout=subprocess_timeout(),
     )
-    assert sharded.returncode == 0, sharded.stderr
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    assert "on 2 cpu device(s) (1 more seed(s) computed to fill the devices" in sharded.stdout
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert len(summary["devices"]) == 2
-    single = subprocess.run(
-        [*args, f"run_dir={tmp_path / 'one'}"],
-        env={**env, "XLA_FLAGS": ""},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=subprocess_timeout(),
-    )
-    assert single.returncode == 0, single.stderr
-    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    one = runner.run(tiny(tmp_path / "one", "seeds=3", "num_updates=4"), log=lambda *_: None)
     assert len(one["devices"]) == 1
-    np.testing.assert_allclose(
-        summary["eval"]["episode_return"]["per_seed"], one["eval"]["episode_return"]["per_seed"], atol=1e-6
-    )
+    assert summary["eval"]["episode_return"]["per_seed"] == one["eval"]["episode_return"]["per_seed"]
     train_two = [r for r in rows(tmp_path / "two") if r["kind"] == "train"]
     train_one = [r for r in rows(tmp_path / "one") if r["kind"] == "train"]
     np.testing.assert_allclose([r["loss"] for r in train_two], [r["loss"] for r in train_one], rtol=1e-5)
-    assert {r["seed"] for r in train_two} == {0, 1}
+    assert {r["seed"] for r in train_two} == {0, 1, 2}
+    import orbax.checkpoint as ocp
+
+    saved = ocp.StandardCheckpointer().metadata(
+        (tmp_path / "two" / "checkpoints" / "4" / "default").absolute()
+    )
+    assert {leaf.shape[0] for leaf in jax.tree.leaves(saved.item_metadata)} == {3}
 
 
 def test_bc_learns_on_one_block_and_writes_outputs(tmp_path):
@@ -228,3 +226,119 @@ def test_evaluate_cli_reproduces_the_runs_evaluation_and_rejects_bad_arguments(t
     ]:
         assert evaluate.main(bad) == 2, bad
         assert message in capsys.readouterr().err, bad
+
+
+# ----------------------------------------------------------------------------- what a new user tries
+def test_run_dir_spelled_differently_or_moved_is_the_same_run(tmp_path, monkeypatch):
+    """``run_dir`` is not part of a run's identity: relative, ``./``, trailing ``/``, absolute and a
+    copied directory all resume the run they name."""
+    monkeypatch.chdir(tmp_path)
+    runner.run(tiny("runs/x", "num_updates=2", "checkpoint_every=2"), log=lambda *_: None)
+    for spelling, updates in (("./runs/x", 4), ("runs/x/", 6), (str(tmp_path / "runs" / "x"), 8)):
+        logs = []
+        runner.run(tiny(spelling, f"num_updates={updates}", "checkpoint_every=2"), log=logs.append)
+        assert any(f"from the checkpoint at update {updates - 2}" in line for line in logs), (spelling, logs)
+    import shutil
+
+    shutil.copytree(tmp_path / "runs" / "x", tmp_path / "copied")
+    logs = []
+    runner.run(tiny(tmp_path / "copied", "num_updates=10", "checkpoint_every=2"), log=logs.append)
+    assert any("from the checkpoint at update 8" in line for line in logs), logs
+
+
+def test_rerunning_a_finished_run_leaves_it_as_it_is(tmp_path):
+    run_dir = tmp_path / "run"
+    first = runner.run(tiny(run_dir), log=lambda *_: None)
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
+    logs = []
+    again = runner.run(tiny(run_dir), log=logs.append)
+    assert again == first and first["final_train"] and first["train_s"] > 0
+    assert any("finished run" in line and "nothing to do" in line for line in logs), logs
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
+    assert {p: v for p, v in after.items() if p.name != ".lock"} == {
+        p: v for p, v in before.items() if p.name != ".lock"
+    }
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    full, broken = tmp_path / "full", tmp_path / "broken"
+    runner.run(tiny(full, "num_updates=12"), log=lambda *_: None)
+    runner.run(tiny(broken), log=lambda *_: None)  # checkpoints at 4 and 8
+    data_files = [
+        p for p in (broken / "checkpoints" / "8").rglob("*") if p.is_file() and p.stat().st_size > 0
+    ]
+    for path in data_files:  # every file of the latest checkpoint truncated
+        path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 3)])
+    logs = []
+    runner.run(tiny(broken, "num_updates=12"), log=logs.append)
+    warnings = [line for line in logs if line.startswith("warning:")]
+    assert len(warnings) == 1 and "update 8" in warnings[0] and "\n" not in warnings[0], logs
+    assert any("from the checkpoint at update 4" in line for line in logs)
+    assert_trees_equal(restore(full, 12), restore(broken, 12))
+    assert rows(full) == rows(broken)
+
+
+def test_a_second_run_into_a_busy_run_dir_is_refused(tmp_path):
+    import fcntl
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with (run_dir / ".lock").open("a+") as held:  # another run holds the directory
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(config.ConfigError, match="in use by another run"):
+            runner.run(tiny(run_dir), log=lambda *_: None)
+    assert not (run_dir / "config.yaml").exists()
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_a_corrected_rerun(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # What a run leaves when it fails after writing its config, before any checkpoint.
+    stale = config.to_dict(tiny(run_dir, "algo.trial.batch_size=5000"))
+    import yaml
+
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(stale))
+    summary = runner.run(tiny(run_dir), log=lambda *_: None)
+    assert summary["updates_run"] == 8
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["algo"]["trial"]["batch_size"] == 4
+
+
+def test_unusable_run_dirs_and_memory_are_one_line_errors_before_compiling(tmp_path, monkeypatch):
+    a_file = tmp_path / "file"
+    a_file.write_text("not a directory")
+    compiled = []
+    monkeypatch.setattr(runner._Seeds, "compile", lambda *a: compiled.append(a))
+    for run_dir, message in ((a_file, "not a directory"), ("/proc/jaxmeta-run", "cannot be written")):
+        with pytest.raises(config.ConfigError, match=message) as info:
+            runner.run(tiny(run_dir), log=lambda *_: None)
+        assert "\n" not in str(info.value)
+    monkeypatch.setattr(runner, "available_memory", lambda: 1000)  # bytes: far less than the state
+    with pytest.raises(config.ConfigError, match="GiB") as info:
+        runner.run(tiny(tmp_path / "small"), log=lambda *_: None)
+    assert "lower seeds" in str(info.value) and not compiled
+
+
+def test_out_of_memory_while_running_is_one_line(tmp_path, monkeypatch, capsys):
+    from jaxmeta import train
+
+    def oom(*args, **kwargs):
+        raise RuntimeError(
+            "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.9GiB.\n" + "x\n" * 27
+        )
+
+    monkeypatch.setattr(runner, "_train", oom)
+    assert train.main([*TINY, f"run_dir={tmp_path / 'run'}"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("out of memory:") and "Traceback" not in err
+
+
+def test_interrupts_during_a_checkpoint_save_land_after_it():
+    """The deferral the runner wraps around saves: a SIGINT inside the block waits for its end."""
+    import signal
+
+    done = []
+    with pytest.raises(KeyboardInterrupt), runner.deferred_interrupts():
+        os.kill(os.getpid(), signal.SIGINT)
+        done.append("the save finished")
+    assert done == ["the save finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -391,3 +391,69 @@ def test_bad_arguments_raise_value_error():
             run_trials(ENV, PARAMS, policy, RANDOM, initial_carry(), TASKS, TASK_IDS, key, T, bad)
     with pytest.raises(ValueError, match="num_steps"):
         run_trial(ENV, PARAMS, policy, RANDOM, initial_carry(), TASKS, 0, key, 0, "same")
+
+
+# ----------------------------------------------------------------------------- continuous actions
+class PointReach:
+    """A 1-D point that must reach a target (the task): continuous action in [-1, 1] moves it by 0.3 a.
+
+    Written for this test: gymnax API, Box action of shape (1,), the task interface.
+    """
+
+    from gymnax.environments import spaces as _spaces
+
+    default_params = type("P", (), {"max_steps_in_episode": 5})()
+
+    def action_space(self, params=None):
+        return self._spaces.Box(-1.0, 1.0, (1,), jnp.float32)
+
+    def sample_task(self, key, params=None):
+        return jax.random.uniform(key, (), minval=-1.0, maxval=1.0)
+
+    def reset_to_task(self, key, task, params=None):
+        state = {"x": jnp.zeros(()), "target": task, "time": jnp.zeros((), jnp.int32)}
+        return jnp.stack([state["x"], state["target"]]), state
+
+    def step_env(self, key, state, action, params):
+        x = state["x"] + 0.3 * jnp.clip(action[0], -1.0, 1.0)
+        state = {"x": x, "target": state["target"], "time": state["time"] + 1}
+        terminated = jnp.abs(x - state["target"]) < 0.1
+        reward = jnp.where(terminated, 1.0, -jnp.abs(x - state["target"]))
+        return jnp.stack([x, state["target"]]), state, reward, terminated, {}
+
+    def is_truncated(self, state, params):
+        return state["time"] >= params.max_steps_in_episode
+
+
+def test_trials_take_the_action_space_from_the_env_continuous_actions_included():
+    env, params = PointReach(), PointReach.default_params
+    tasks = jnp.array([0.45, -0.6, 0.9])
+
+    def policy(policy_params, inputs, carry, memory, key):
+        # Half the way towards the target: a fraction, which an int cast would destroy.
+        assert inputs.prev_action.shape == (1,) and inputs.prev_action.dtype == jnp.float32
+        x, target = inputs.obs[0], inputs.obs[1]
+        return jnp.clip((target - x) / 0.6, -1.0, 1.0)[None], carry
+
+    data, episodes, _ = jax.jit(
+        lambda key: run_trials(env, params, policy, None, None, tasks, jnp.arange(3), key, 12, "same")
+    )(jax.random.PRNGKey(0))
+    assert data.action.dtype == jnp.float32 and data.action.shape == (3, 12, 1)
+    # Independent replay in plain Python floats.
+    for i, target in enumerate([0.45, -0.6, 0.9]):
+        x, time, prev_action = 0.0, 0, [0.0]
+        for t in range(12):
+            action = max(-1.0, min(1.0, (target - x) / 0.6))
+            assert np.isclose(float(data.action[i, t, 0]), action, atol=1e-6)
+            x += 0.3 * action
+            time += 1
+            terminated = abs(x - target) < 0.1
+            reward = 1.0 if terminated else -abs(x - target)
+            assert np.isclose(float(data.reward[i, t]), reward, atol=1e-5)
+            assert bool(data.terminated[i, t]) == terminated
+            assert bool(data.truncated[i, t]) == (time >= 5 and not terminated)
+            if terminated or time >= 5:
+                x, time = 0.0, 0
+            prev_action = [action]
+        assert len(prev_action) == 1
+    assert bool(episodes.success.any())

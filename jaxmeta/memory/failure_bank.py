@@ -184,18 +184,25 @@ def read(bank: FailureBank, task_ids: jax.Array) -> tuple[PyTree, jax.Array, jax
     """The banks of ``task_ids [B]`` with slots ordered oldest to newest, empty slots last.
 
     Returns ``(steps [B, N, L, ...], step_mask [B, N, L], slot_mask [B, N])``; empty slots are all-masked
-    and zero. Task ids must lie in ``[0, num_tasks)``.
+    and zero. An id outside ``[0, num_tasks)`` reads as an empty bank (all masked, zeros), as :func:`add`
+    ignores such ids: inside ``jit`` an index cannot raise, and clamping it would read another task's bank.
     """
     capacity = bank.capacity
     task_ids = jnp.asarray(task_ids, jnp.int32)
-    full = bank.slot_mask[task_ids].all(axis=-1)
+    known = (task_ids >= 0) & (task_ids < bank.num_tasks)
+    safe_ids = jnp.where(known, task_ids, 0)
+    full = bank.slot_mask[safe_ids].all(axis=-1)
     # A bank that is not full holds its episodes in slots 0..size-1 already in order; a full one starts
     # at the write pointer, which points at its oldest episode.
-    start = jnp.where(full, bank.write_pos[task_ids], 0)
+    start = jnp.where(full, bank.write_pos[safe_ids], 0)
     slots = (start[:, None] + jnp.arange(capacity, dtype=jnp.int32)) % capacity
-    rows = task_ids[:, None]
-    steps = jax.tree.map(lambda leaf: leaf[rows, slots], bank.steps)
-    return steps, bank.step_mask[rows, slots], bank.slot_mask[rows, slots]
+    rows = safe_ids[:, None]
+
+    def keep_known(x: jax.Array) -> jax.Array:
+        return jnp.where(known.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.zeros((), x.dtype))
+
+    steps = jax.tree.map(lambda leaf: keep_known(leaf[rows, slots]), bank.steps)
+    return steps, keep_known(bank.step_mask[rows, slots]), keep_known(bank.slot_mask[rows, slots])
 
 
 def last_steps(

@@ -1,0 +1,1 @@
+"""Benchmark and analysis scripts (run from the repository root as ``python benchmarks/NAME.py``)."""

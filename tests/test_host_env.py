@@ -1,0 +1,146 @@
+"""Host environments behind io_callback: the adapter against the numpy env stepped by hand, and the
+runner's seed-by-seed path (a method on a host env trains, checkpoints and resumes)."""
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs_jax
+from envs_jax.host import HostEnvVmapError, NumpyChain
+from jaxmeta import config, rollouts, runner
+
+LENGTH, MAX_STEPS = 4, 6
+
+
+def scripted_policy(params, obs, first, carry, key):
+    """Right twice, then left, then right forever: reaches the goal, sometimes times out."""
+    t = carry
+    actions = jnp.where((t % 4) == 2, 0, 1) * jnp.ones(obs.shape[0], jnp.int32)
+    actions = actions.at[0].set(0)  # env 0 only ever goes left: it times out
+    return actions, t + 1, {}
+
+
+def test_rollout_on_the_host_env_matches_the_numpy_env_stepped_by_hand():
+    env, params = envs_jax.make("NumpyChain-host-v0", length=LENGTH, max_steps=MAX_STEPS)
+
+    @jax.jit
+    def run(key):
+        runner_state = rollouts.start(env, params, key, 3)
+        _, _, transitions = rollouts.rollout(env, params, runner_state, scripted_policy, None, key, 15, 0)
+        return transitions
+
+    transitions = jax.tree.map(np.asarray, run(jax.random.PRNGKey(0)))
+    # The reference: the same numpy env, stepped and reset by hand.
+    chain = NumpyChain(3, LENGTH, MAX_STEPS)
+    obs = chain.reset(np.zeros(3, np.uint32), np.ones(3, bool))
+    for t in range(15):
+        actions = np.where(t % 4 == 2, 0, 1) * np.ones(3, np.int32)
+        actions[0] = 0
+        np.testing.assert_array_equal(transitions.obs[t], obs)
+        np.testing.assert_array_equal(transitions.action[t], actions)
+        next_obs, reward, terminated, truncated = chain.step(actions)
+        np.testing.assert_array_equal(transitions.next_obs[t], next_obs)
+        np.testing.assert_allclose(transitions.reward[t], reward)
+        np.testing.assert_array_equal(transitions.terminated[t], terminated)
+        np.testing.assert_array_equal(transitions.truncated[t], truncated)
+        obs = chain.reset(np.zeros(3, np.uint32), terminated | truncated)
+    assert transitions.terminated.any() and transitions.truncated[:, 0].any()
+
+
+def test_only_the_environments_that_ended_are_reset():
+    calls = []
+
+    class CountingChain(NumpyChain):
+        def reset(self, seeds, mask):
+            calls.append(np.asarray(mask).copy())
+            return super().reset(seeds, mask)
+
+    from envs_jax.host import HostEnv
+    from envs_jax.host.toy import ChainParams
+
+    gymnax_spaces = envs_jax.make("NumpyChain-host-v0", length=LENGTH)[0]
+    env = HostEnv(
+        "CountingChain",
+        lambda n: CountingChain(n, LENGTH, MAX_STEPS),
+        gymnax_spaces.observation_space(),
+        gymnax_spaces.action_space(),
+        ChainParams(LENGTH, MAX_STEPS),
+    )
+    params = env.default_params
+
+    @jax.jit
+    def run(key):
+        runner_state = rollouts.start(env, params, key, 3)
+        return rollouts.rollout(env, params, runner_state, scripted_policy, None, key, 10, 0)[2]
+
+    transitions = run(jax.random.PRNGKey(1))
+    done = np.asarray(transitions.done)
+    assert calls[0].all()  # the start
+    resets = np.array(calls[1:])  # one call per step, resetting exactly the envs that ended
+    np.testing.assert_array_equal(resets, done)
+
+
+def test_vmapping_a_host_env_is_refused_in_one_clear_error():
+    env, params = envs_jax.make("NumpyChain-host-v0")
+
+    def start(key):
+        return rollouts.start(env, params, key, 2).obs
+
+    with pytest.raises(HostEnvVmapError, match="cannot be vmapped"):
+        jax.vmap(start)(jax.random.split(jax.random.PRNGKey(0), 2))
+
+
+def test_snapshots_restore_the_host_state():
+    chain = NumpyChain(2, LENGTH, MAX_STEPS)
+    chain.reset(np.zeros(2, np.uint32), np.ones(2, bool))
+    chain.step(np.array([1, 1]))
+    snapshot = chain.get_state()
+    other = NumpyChain(2, LENGTH, MAX_STEPS)
+    other.set_state(snapshot)
+    np.testing.assert_array_equal(other.observe(), chain.observe())
+    np.testing.assert_array_equal(other.step(np.array([1, 0]))[0], chain.step(np.array([1, 0]))[0])
+
+
+# ----------------------------------------------------------------------------- the runner's path
+PPO_ON_HOST = [
+    "algo.name=ppo",
+    "env.id=NumpyChain-host-v0",
+    f"env.length={LENGTH}",
+    f"env.max_steps={MAX_STEPS}",
+    "algo.num_envs=4",
+    "algo.num_steps=8",
+    "algo.num_minibatches=2",
+    "algo.update_epochs=1",
+    "algo.eval_episodes=4",
+    "algo.hidden_sizes=[16]",
+    "algo.anneal_lr=false",  # an annealed rate depends on num_updates, which the interrupted run changes
+    "seeds=2",
+    "chunk_size=2",
+    "checkpoint_every=2",
+    "eval_every=4",
+    "progress=false",
+    "plots=false",
+]
+
+
+def rows(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_method_on_a_host_env_runs_its_seeds_one_after_another_and_resumes_exactly(tmp_path):
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    logs = []
+    cfg = config.load(None, [*PPO_ON_HOST, "num_updates=8", f"run_dir={full}"])
+    summary = runner.run(cfg, log=logs.append)
+    assert any("one seed after another" in line for line in logs), logs
+    assert summary["seeds_vmapped"] is False and len(summary["eval"]["return"]["per_seed"]) == 2
+    runner.run(config.load(None, [*PPO_ON_HOST, "num_updates=4", f"run_dir={parts}"]), log=lambda *_: None)
+    logs = []
+    runner.run(config.load(None, [*PPO_ON_HOST, "num_updates=8", f"run_dir={parts}"]), log=logs.append)
+    assert any("restarts" in line or "host" in line for line in logs), logs
+    # The chain snapshots itself into the train state, so the resumed run is the same run.
+    assert rows(full) == rows(parts)
