@@ -253,7 +253,17 @@ def per_episode(
     ax.legend(fontsize=7, loc="lower right")
 
 
-def curves(ax: Any, runs: Path, entries: list[tuple[str, str]], title: str) -> None:
+def steps_per_update(runs: Path, name: str) -> int:
+    """Training env steps of one update of a run: trials per update x steps per trial."""
+    trial = run_config(runs / name)["algo"]["trial"]
+    return int(trial["batch_size"]) * int(trial["num_steps"])
+
+
+def curves(ax: Any, runs: Path, entries: list[tuple[str, str]], title: str, against: str = "update") -> None:
+    """Held-out 5-episode return during training, against updates or (``against="env_steps"``) the
+    training env steps so far: an update of 300-step trials (LH) holds 3.75x the steps of an
+    80-step one (NH), so per update the long horizon sees more experience."""
+    units = set()
     for i, (name, label) in enumerate(entries):
         run = load_run(runs, name)
         style = {}
@@ -266,9 +276,17 @@ def curves(ax: Any, runs: Path, entries: list[tuple[str, str]], title: str) -> N
         if run["curve"] is None:  # a summary without evaluations in metrics.jsonl: nothing to draw
             continue
         updates, mean, std = run["curve"]
-        ax.plot(updates, mean, color=f"C{i}", label=label, **style)
-        ax.fill_between(updates, mean - std, mean + std, color=f"C{i}", alpha=0.2, linewidth=0)
-    ax.set_xlabel("update")
+        per_update = steps_per_update(runs, name)
+        units.add(per_update)
+        x = updates * per_update if against == "env_steps" else updates
+        ax.plot(x, mean, color=f"C{i}", label=label, **style)
+        ax.fill_between(x, mean - std, mean + std, color=f"C{i}", alpha=0.2, linewidth=0)
+    if against == "env_steps":
+        ax.set_xlabel("training env steps")
+    elif len(units) == 1:
+        ax.set_xlabel(f"update ({units.pop():,} training env steps each)")
+    else:
+        ax.set_xlabel("update (runs differ in env steps per update)")
     ax.set_ylabel("held-out return, 5 episodes")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -394,15 +412,18 @@ def main(argv: list[str] | None = None) -> None:
     fig.tight_layout()
     fig.savefig(figures / "fig3a_length.png", dpi=120)
     plt.close(fig)
-    for file, entries, title in (
-        ("fig3b_length_curves.png", FIG3_LENGTH, "X=3: learning curves for L"),
-        ("fig3c_reset.png", FIG3_RESET, "X=3: reset mode and trial horizon"),
-    ):
-        fig, ax = plt.subplots(figsize=(5.6, 3.8))
-        curves(ax, runs, entries, title)
-        fig.tight_layout()
-        fig.savefig(figures / file, dpi=120)
-        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    curves(ax, runs, FIG3_LENGTH, "X=3: learning curves for L")
+    fig.tight_layout()
+    fig.savefig(figures / "fig3b_length_curves.png", dpi=120)
+    plt.close(fig)
+    # Fig. 3c per update as in the paper, and per env step: an LH update holds 3.75x the steps.
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    curves(axes[0], runs, FIG3_RESET, "X=3: reset mode and trial horizon, per update")
+    curves(axes[1], runs, FIG3_RESET, "... per training env step", against="env_steps")
+    fig.tight_layout()
+    fig.savefig(figures / "fig3c_reset.png", dpi=120)
+    plt.close(fig)
     table = results_table(runs)
     print(table)
     (out / "results.md").write_text(RESULTS_HEADER + table + "\n")

@@ -21,8 +21,10 @@ import jax
 import jax.numpy as jnp
 
 
-def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean of ``x`` over the entries where ``mask`` is true (0 if there are none)."""
+def masked_mean(x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Mean of ``x`` over the entries where ``mask`` is true (0 if none); over all of them if ``None``."""
+    if mask is None:
+        return x.mean()
     mask = mask.astype(x.dtype)
     return (x * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
@@ -82,7 +84,7 @@ def surrogate_loss(
     values: jax.Array,
     targets: jax.Array,
     entropy: jax.Array,
-    mask: jax.Array,
+    mask: jax.Array | None,
     clip_eps: float,
     value_coef: float,
     entropy_coef: float,

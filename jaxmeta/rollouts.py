@@ -43,6 +43,9 @@ class EnvRunner:
     first: jax.Array  # [N] bool: ``obs`` starts an episode
     episode_return: jax.Array  # [N] float32: return of the current episode so far
     episode_length: jax.Array  # [N] int32: steps of the current episode so far
+    last_return: jax.Array  # [N] float32: return of the last episode that ended (0 before any)
+    last_length: jax.Array  # [N] int32: its length
+    episodes: jax.Array  # [N] int32: episodes ended so far
 
 
 @struct.dataclass
@@ -75,6 +78,9 @@ def start(env: Any, env_params: Any, key: jax.Array, num_envs: int) -> EnvRunner
         first=jnp.ones((num_envs,), bool),
         episode_return=jnp.zeros((num_envs,), jnp.float32),
         episode_length=jnp.zeros((num_envs,), jnp.int32),
+        last_return=jnp.zeros((num_envs,), jnp.float32),
+        last_length=jnp.zeros((num_envs,), jnp.int32),
+        episodes=jnp.zeros((num_envs,), jnp.int32),
     )
 
 
@@ -139,6 +145,9 @@ def rollout(
             first=done,
             episode_return=jnp.where(done, 0.0, episode_return),
             episode_length=jnp.where(done, 0, episode_length),
+            last_return=jnp.where(done, episode_return, runner.last_return),
+            last_length=jnp.where(done, episode_length, runner.last_length),
+            episodes=runner.episodes + done.astype(jnp.int32),
         )
         return (runner, policy_carry), transition
 
@@ -148,19 +157,33 @@ def rollout(
     return runner, policy_carry, transitions
 
 
-def episode_metrics(transitions: Transition, prefix: str = "train/") -> dict[str, jax.Array]:
-    """Mean return and length of the episodes that ended in a rollout, and how many ended.
+def episode_metrics(
+    transitions: Transition, runner: EnvRunner | None = None, prefix: str = "train/"
+) -> dict[str, jax.Array]:
+    """Training episodes' return and length, and how many ended in this rollout.
 
-    Where none ended (long episodes, short rollouts) the means are NaN-free
-    zeros and ``episodes`` is 0: plot them where ``episodes > 0``.
+    With ``runner`` (the one after the rollout) the return and length are
+    those of each environment's most recent finished episode, averaged over
+    the environments that have finished one (PureJaxRL logs the same): defined
+    even in a rollout in which no episode ended, e.g. 512 steps of CartPole's
+    500-step episodes. Without it, the means over the episodes that ended in
+    this rollout (zeros where none did). ``episodes`` counts the episodes that
+    ended in this rollout.
     """
     done = transitions.done.astype(jnp.float32)
-    count = done.sum()
-    safe = jnp.maximum(count, 1.0)
+    if runner is not None:
+        finished = (runner.episodes > 0).astype(jnp.float32)
+        safe = jnp.maximum(finished.sum(), 1.0)
+        mean_return = (runner.last_return * finished).sum() / safe
+        mean_length = (runner.last_length * finished).sum() / safe
+    else:
+        safe = jnp.maximum(done.sum(), 1.0)
+        mean_return = (transitions.episode_return * done).sum() / safe
+        mean_length = (transitions.episode_length * done).sum() / safe
     return {
-        f"{prefix}return": (transitions.episode_return * done).sum() / safe,
-        f"{prefix}episode_length": (transitions.episode_length * done).sum() / safe,
-        f"{prefix}episodes": count,
+        f"{prefix}return": mean_return,
+        f"{prefix}episode_length": mean_length,
+        f"{prefix}episodes": done.sum(),
     }
 
 

@@ -282,7 +282,7 @@ def ppo_loss(
     advantages = batch.advantages
     if algo_cfg.normalize_advantages:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-    mask = jnp.ones(advantages.shape, bool)
+    mask = None  # every step of a minibatch is real
     policy_loss, aux = pg.surrogate_loss(
         dist.log_prob(batch.action),
         batch.log_prob,
@@ -396,7 +396,9 @@ def make(cfg: Any) -> Algo:
         record = transitions.extras
         no_reset = jnp.zeros(transitions.done.shape, bool)
         next_values = values_of(network, params, transitions.next_obs, record.hidden, no_reset)
-        last_value = values_of(network, params, runner.obs, hidden, runner.first)
+        # The observation after the last step is that step's next_obs unless the episode ended there,
+        # and then GAE does not bootstrap it (done): next_values[-1] serves as the last value.
+        last_value = next_values[-1]
         advantages, targets = advantages_and_targets(
             transitions, next_values, last_value, algo_cfg.gamma, algo_cfg.gae_lambda, algo_cfg.reward_scale
         )
@@ -415,7 +417,7 @@ def make(cfg: Any) -> Algo:
         )
         metrics = {
             "env_steps": (state.update_step + 1) * jnp.int32(num_envs * num_steps),
-            **rollouts.episode_metrics(transitions),
+            **rollouts.episode_metrics(transitions, runner),
             **losses,
         }
         new_state = TrainState(params, opt_state, runner, hidden, key, state.update_step + 1)
