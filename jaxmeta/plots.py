@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
@@ -55,8 +56,18 @@ def samples_at(table: Mapping[str, Any], samples: str, updates: np.ndarray) -> n
     return np.array([known[int(u)] for u in updates])
 
 
+def compact_number(value: float, _: Any = None) -> str:
+    """``1200000 -> "1.2M"``, ``250000 -> "250k"``: tick labels that do not overlap."""
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
 def band(ax: Any, x: np.ndarray, mean: np.ndarray, std: np.ndarray, color: str, **style: Any) -> None:
-    """A mean curve with a +- std band."""
+    """A mean curve with a +- std band (points marked when there are few of them)."""
+    if len(x) <= 25 and "marker" not in style:
+        style = {**style, "marker": "o", "markersize": 3}
     ax.plot(x, mean, color=color, **style)
     ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
 
@@ -92,6 +103,7 @@ def plot_run(run_dir: str | Path, report: Any) -> list[Path]:
                 band(ax, x, mean, std, "C0")
                 ax.set_title(title, fontsize=10)
                 ax.set_xlabel(label)
+                ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(compact_number))
                 ax.grid(alpha=0.3)
         env = summary.get("env") or "no environment"
         fig.suptitle(
@@ -130,4 +142,12 @@ def per_episode_axes(
     ax.grid(alpha=0.3)
 
 
-__all__ = ["band", "per_episode_axes", "plot_run", "read_metrics", "samples_at", "seed_curve"]
+__all__ = [
+    "band",
+    "compact_number",
+    "per_episode_axes",
+    "plot_run",
+    "read_metrics",
+    "samples_at",
+    "seed_curve",
+]
