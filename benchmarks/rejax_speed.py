@@ -124,8 +124,88 @@ def rejax_ppo(total_steps: int) -> tuple[Callable[[jax.Array], Any], int]:
     return (lambda key: algo.train(key)[0].actor_ts.params), steps
 
 
+# DQN with rejax's loop structure: every iteration steps the 10 envs once and takes one gradient step
+# (ours: num_steps=1, gradient_steps=1 per update), double DQN, a hard target copy every 500 env steps,
+# two hidden layers of 64 ReLU units (rejax's DQN network; ours: a 64-wide encoder layer and one more).
+DQN = {
+    "num_envs": 10,
+    "buffer_size": 10_000,
+    "learning_starts": 1_000,
+    "batch_size": 128,
+    "gradient_steps": 1,
+    "learning_rate": 2.5e-4,
+    "gamma": 0.99,
+    "max_grad_norm": 10.0,
+    "target_update_every": 500,
+    "epsilon_start": 1.0,
+    "epsilon_end": 0.05,
+}
+
+
+def ours_dqn(total_steps: int) -> tuple[Callable[[jax.Array], Any], int]:
+    from jaxmeta import config
+    from jaxmeta.algos import api, dqn
+
+    updates = total_steps // DQN["num_envs"]
+    cfg = config.load(
+        None,
+        [
+            "algo.name=dqn",
+            "env.id=CartPole-v1",
+            *[f"algo.{k}={v}" for k, v in DQN.items()],
+            "algo.num_steps=1",
+            "algo.double_dqn=true",
+            "algo.tau=1.0",
+            f"algo.epsilon_anneal_steps={total_steps // 2}",
+            "algo.features=64",
+            "algo.hidden_sizes=[64]",
+            f"num_updates={updates}",
+            f"chunk_size={updates}",
+            f"eval_every={updates}",
+            f"checkpoint_every={updates}",
+        ],
+    )
+    algo = dqn.make(cfg)
+    return (lambda key: api.train(algo, key, updates)[0].params), updates * DQN["num_envs"]
+
+
+def rejax_dqn(total_steps: int) -> tuple[Callable[[jax.Array], Any], int]:
+    import gymnax
+    from rejax import DQN as RejaxDQN
+
+    import envs_jax
+
+    env, env_params = gymnax.make("CartPole-v1")
+    steps = (total_steps // DQN["num_envs"]) * DQN["num_envs"]
+    algo = RejaxDQN.create(
+        env=envs_jax.LegacyStepWrapper(env),
+        env_params=env_params,
+        num_envs=DQN["num_envs"],
+        buffer_size=DQN["buffer_size"],
+        fill_buffer=DQN["learning_starts"],
+        batch_size=DQN["batch_size"],
+        num_epochs=DQN["gradient_steps"],
+        learning_rate=DQN["learning_rate"],
+        gamma=DQN["gamma"],
+        max_grad_norm=DQN["max_grad_norm"],
+        target_update_freq=DQN["target_update_every"],
+        polyak=0.0,  # a hard copy
+        ddqn=True,
+        eps_start=DQN["epsilon_start"],
+        eps_end=DQN["epsilon_end"],
+        exploration_fraction=0.5,
+        total_timesteps=steps,
+        eval_freq=steps,
+        skip_initial_evaluation=True,
+        agent_kwargs={"activation": "relu"},  # rejax's DQN has two hidden layers of 64
+    )
+    algo = algo.replace(eval_callback=lambda algo, ts, rng: jnp.zeros(()))
+    return (lambda key: algo.train(key)[0].q_ts.params), steps
+
+
 CASES: dict[str, tuple[Callable[[int], Any], Callable[[int], Any], dict[str, Any]]] = {
     "ppo": (ours_ppo, rejax_ppo, PPO),
+    "dqn": (ours_dqn, rejax_dqn, DQN),
 }
 
 

@@ -436,3 +436,21 @@ def test_a_method_without_an_environment_refuses_an_env_section(monkeypatch):
     assert cfg.env is None
     message = config_error(None, ["algo.name=envless", "env.id=CartPole-v1"], base=[])
     assert "envless takes no environment" in message
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["algo.name=ppo", "env.id=CartPoel-v1"], "did you mean 'CartPole-v1'"),
+        (["algo.name=ppo", "env.id=CartPole-v1", "env.gravty=3"], "did you mean 'env.gravity'"),
+        (["algo.name=ppo"], "ppo runs on an environment: set env.id"),
+        (["algo.name=dqn", "env.id=Pendulum-v1"], "discrete action space"),
+        (["algo.name=failure_replay", "env.id=CartPole-v1"], "no task interface"),
+    ],
+)
+def test_cli_bad_env_choices_exit_2_in_one_line_writing_nothing(argv, needle, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert train.main([*argv, f"run_dir={run_dir}"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and needle in err, err
+    assert not run_dir.exists()

@@ -49,3 +49,16 @@ def test_ablation_changes_only_its_factor(name, base, changed):
     a = config.to_dict(config.load(str(root / f"{name}.yaml")))
     b = config.to_dict(config.load(str(root / f"{base}.yaml")))
     assert set(config.diff(a, b)) == changed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_trains_and_evaluates(path, tmp_path):
+    """Every shipped config runs through the CLI's runner: one update, one evaluation, one checkpoint
+    (one seed; the full runs take minutes to hours: docs/results.md, docs/baselines.md)."""
+    from jaxmeta import runner
+
+    small = ["seeds=1", "num_updates=1", "chunk_size=1", "eval_every=1", "checkpoint_every=1"]
+    cfg = config.load(str(path), [*small, "progress=false", "plots=false", f"run_dir={tmp_path / 'run'}"])
+    summary = runner.run(cfg, log=lambda *_: None)
+    assert summary["updates_run"] == 1 and summary["eval"]

@@ -31,12 +31,13 @@ Usage::
     mem_steps, mem_step_mask, mem_slot_mask = failure_bank.read(bank, trial_task_ids)
 """
 
-import operator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
+
+from jaxmeta.memory.checks import positive_int, shape_dtype
 
 PyTree = Any
 
@@ -63,38 +64,17 @@ class FailureBank:
         return self.step_mask.shape[2]
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    # bool is an int subclass but never a sensible size; numpy integers go through operator.index.
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value}")
-    return value
-
-
-def _shape_dtype(leaf: Any) -> tuple[tuple[int, ...], Any]:
-    # Accept arrays, jax.ShapeDtypeStruct and Python/numpy scalars alike.
-    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
-        return tuple(leaf.shape), leaf.dtype
-    leaf = jnp.asarray(leaf)
-    return tuple(leaf.shape), leaf.dtype
-
-
 def init(num_tasks: int, capacity: int, length: int, step_example: PyTree) -> FailureBank:
     """Empty banks for ``num_tasks`` tasks, each holding up to ``capacity`` episodes of ``length`` steps.
 
     ``step_example`` is a pytree of one step; only its leaves' shapes and dtypes are used.
     """
-    num_tasks = _check_positive_int("num_tasks", num_tasks)
-    capacity = _check_positive_int("capacity", capacity)
-    length = _check_positive_int("length", length)
+    num_tasks = positive_int("num_tasks", num_tasks)
+    capacity = positive_int("capacity", capacity)
+    length = positive_int("length", length)
 
     def storage(leaf: Any) -> jax.Array:
-        shape, dtype = _shape_dtype(leaf)
+        shape, dtype = shape_dtype(leaf)
         return jnp.zeros((num_tasks, capacity, length, *shape), dtype)
 
     return FailureBank(
@@ -221,8 +201,8 @@ def last_steps(
     front; episodes ``>= max_episodes`` are dropped and episodes that never occurred are all-masked with
     ``ended`` False. vmap it for a batch of trials.
     """
-    length = _check_positive_int("length", length)
-    max_episodes = _check_positive_int("max_episodes", max_episodes)
+    length = positive_int("length", length)
+    max_episodes = positive_int("max_episodes", max_episodes)
     episode_index = jnp.asarray(episode_index, jnp.int32)
     done = jnp.asarray(done, bool)
     num_steps = episode_index.shape[0]

@@ -57,12 +57,13 @@ Usage (DQN with n-step returns)::
     target = ret + disc * max_a Q_target(bootstrap_obs)     # Q of seq["obs"][:, 0], seq["action"][:, 0]
 """
 
-import operator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
+
+from jaxmeta.memory.checks import positive_int, shape_dtype
 
 PyTree = Any
 
@@ -78,40 +79,19 @@ class ReplayBuffer:
     num_envs: int = struct.field(pytree_node=False)
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    # bool is an int subclass but never a sensible size; numpy integers go through operator.index.
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value}")
-    return value
-
-
-def _shape_dtype(leaf: Any) -> tuple[tuple[int, ...], Any]:
-    # Accept arrays, jax.ShapeDtypeStruct and Python/numpy scalars alike.
-    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
-        return tuple(leaf.shape), leaf.dtype
-    leaf = jnp.asarray(leaf)
-    return tuple(leaf.shape), leaf.dtype
-
-
 def init(capacity: int, num_envs: int, example_step: PyTree) -> ReplayBuffer:
     """Empty buffer keeping the last ``capacity`` time steps of each of ``num_envs`` envs.
 
     ``example_step`` is a pytree of ONE env's step (arrays, scalars or ``jax.ShapeDtypeStruct``); only its
     leaves' shapes and dtypes are used.
     """
-    capacity = _check_positive_int("capacity", capacity)
-    num_envs = _check_positive_int("num_envs", num_envs)
+    capacity = positive_int("capacity", capacity)
+    num_envs = positive_int("num_envs", num_envs)
     if not jax.tree.leaves(example_step):
         raise ValueError("example_step must be a pytree with at least one leaf")
 
     def storage(leaf: Any) -> jax.Array:
-        shape, dtype = _shape_dtype(leaf)
+        shape, dtype = shape_dtype(leaf)
         return jnp.zeros((capacity, num_envs, *shape), dtype)
 
     return ReplayBuffer(
@@ -130,7 +110,7 @@ def size(buffer: ReplayBuffer) -> jax.Array:
 
 def can_sample(buffer: ReplayBuffer, length: int = 1) -> jax.Array:
     """Whether a window of ``length`` time rows exists, i.e. whether sampling returns ``valid`` rows."""
-    return buffer.count >= _check_positive_int("length", length)
+    return buffer.count >= positive_int("length", length)
 
 
 def _check_structure(buffer: ReplayBuffer, steps: PyTree, what: str) -> None:
@@ -199,8 +179,8 @@ def sample_sequences(
     [batch_size]`` bool, all False when the buffer holds fewer than ``length`` rows (then the rows are
     unwritten zeros or partly so). Windows lie in written data and never cross the ring's seam.
     """
-    batch_size = _check_positive_int("batch_size", batch_size)
-    length = _check_positive_int("length", length)
+    batch_size = positive_int("batch_size", batch_size)
+    length = positive_int("length", length)
     capacity = buffer.capacity
     if length > capacity:
         raise ValueError(f"length must be <= capacity {capacity}, got {length}")

@@ -1,0 +1,147 @@
+"""The single-task baselines (PPO, DQN) table and figure, from run directories.
+
+Each row is a config in ``configs/`` trained with
+``python -m jaxmeta.train config=configs/NAME.yaml`` into ``runs/NAME``. This
+script reads ``summary.json`` and ``metrics.jsonl`` of the runs that exist and
+writes ``docs/baselines.md`` (final evaluation return, mean +- std over seeds
+and per seed, env steps, target, wall time and training speed) and
+``docs/figures/baselines.png`` (evaluation return against env steps).
+
+    python benchmarks/baselines_table.py [--runs runs] [--out docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:  # run as `python benchmarks/baselines_table.py`
+    sys.path.insert(0, str(_ROOT))
+
+from jaxmeta.plots import band, compact_number, read_metrics, samples_at, seed_curve  # noqa: E402
+
+# (config, target: (comparison, value) or None, published reference for the same setting or None)
+ROWS: list[tuple[str, tuple[str, float] | None, str | None]] = [
+    ("ppo_cartpole", (">=", 475.0), None),
+    ("dqn_cartpole", (">=", 475.0), None),
+    ("ppo_pendulum", (">=", -250.0), None),
+    (
+        "ppo_breakout",
+        None,
+        "gymnax README (gymnax-blines PPO checkpoint, 2x256 MLP): 28 after 1e7 steps",
+    ),
+    (
+        "ppo_breakout_5m",
+        None,
+        "gymnax README (gymnax-blines PPO checkpoint, 2x256 MLP): 28 after 1e7 steps",
+    ),
+    ("dqn_breakout", None, "MinAtar paper (Young & Tian 2019): learning curves only, no table"),
+    ("dqn_breakout_5m", None, "MinAtar paper (Young & Tian 2019): learning curves only, no table"),
+]
+
+HEADER = """# Single-task baselines: PPO and DQN
+
+Written by `python benchmarks/baselines_table.py` from the run directories in
+`runs/`; each row names the config that produced it
+(`python -m jaxmeta.train config=configs/NAME.yaml`), 3 seeds vectorised in
+one program on this repository's 2-core CPU (no accelerator). "Evaluation
+return": the last evaluation of the run, fresh episodes played to their end
+(`algo.eval_episodes` per seed; PPO samples its actions, DQN acts greedily
+on CartPole and with epsilon 0.001 on MinAtar), mean +- std over seeds.
+Wall time is the whole run (compilation and evaluations included);
+"steps/s" is training env steps per second summed over the seeds, training
+only. The MinAtar rows sit next to the published figures found for them,
+which come from other budgets or network sizes, as the column says.
+
+"""
+
+
+def load(runs: Path, name: str) -> dict[str, Any] | None:
+    run = runs / name
+    if not (run / "summary.json").exists():
+        return None
+    summary = json.loads((run / "summary.json").read_text())
+    summary["table"] = read_metrics(run / "metrics.jsonl")
+    return summary
+
+
+def row(name: str, summary: dict[str, Any] | None, target: Any, reference: str | None) -> str:
+    if summary is None:
+        return f"| `configs/{name}.yaml` | | | not run yet | | | | | |"
+    ev = summary["eval"]["return"]
+    per_seed = ", ".join(f"{v:.1f}" for v in ev["per_seed"])
+    steps = summary["final_train"]["env_steps"]["mean"]
+    met = ""
+    if target is not None:
+        op, value = target
+        ok = ev["mean"] >= value if op == ">=" else ev["mean"] <= value
+        met = f"{op} {value:g}: {'met' if ok else 'missed'}"
+    speed = summary.get("samples_per_s")
+    speed_text = f"{speed:,.0f}" if speed else ""
+    return (
+        f"| `configs/{name}.yaml` | {summary['algo']} | {summary['env']} | {steps:,.0f} "
+        f"| **{ev['mean']:.1f} ± {ev['std']:.1f}** ({per_seed}) | {met} | {reference or ''} "
+        f"| {summary['wall_time_s'] / 60:.1f} min (compile {summary['compile_s']:.0f} s) | {speed_text} |"
+    )
+
+
+def figure(runs: Path, out: Path) -> Path:
+    envs = ["CartPole-v1", "Pendulum-v1", "Breakout-MinAtar"]
+    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 3.6))
+    for ax, env in zip(axes, envs, strict=True):
+        for i, (name, _, _) in enumerate(ROWS):
+            summary = load(runs, name)
+            if summary is None or summary["env"] != env:
+                continue
+            series = summary["table"]["eval"].get("eval/return")
+            if not series:
+                continue
+            updates, mean, std = seed_curve(series)
+            x = samples_at(summary["table"], "env_steps", updates)
+            band(ax, updates if x is None else x, mean, std, f"C{i}", label=name)
+        ax.set_title(env, fontsize=10)
+        ax.set_xlabel("env steps (per seed)")
+        ax.set_ylabel("evaluation return")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(compact_number))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = out / "figures" / "baselines.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default=str(_ROOT / "runs"))
+    parser.add_argument("--out", default=str(_ROOT / "docs"))
+    args = parser.parse_args(argv)
+    runs, out = Path(args.runs), Path(args.out)
+    lines = [
+        "| run (config) | method | env | env steps per seed | evaluation return, mean ± std (per seed) "
+        "| target | published | wall time | steps/s |",
+        "|---|---|---|---:|---|---|---|---:|---:|",
+    ]
+    lines += [row(name, load(runs, name), target, ref) for name, target, ref in ROWS]
+    table = "\n".join(lines)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "baselines.md").write_text(HEADER + table + "\n")
+    print(table)
+    print(f"wrote {out / 'baselines.md'} and {figure(runs, out)}")
+    return table
+
+
+if __name__ == "__main__":
+    main()
