@@ -60,8 +60,6 @@ class Transition:
     next_obs: Any  # the observation the action led to (the final one when the episode ended)
     first: jax.Array  # bool: ``obs`` started an episode
     extras: Any  # the policy's extras for this step
-    episode_return: jax.Array  # float32: the episode's return, where this step ended it
-    episode_length: jax.Array  # int32: the episode's length, where this step ended it
 
     @property
     def done(self) -> jax.Array:
@@ -97,18 +95,23 @@ def rollout(
     """``num_steps`` steps of every environment of ``runner``; returns the runner and policy carry
     after the last step and the :class:`Transition` of each step (leaves ``[T, N, ...]``).
 
-    Step ``t`` uses ``split(key, num_steps)[t]``, split again into the
-    policy's key and one key per environment for the step and the reset.
+    The keys of all steps come from one ``split(key, T * (1 + 2N))``: per step,
+    the policy's key, then one key per environment for the step and one for the
+    reset.
     """
     batch_env = as_batched(env)
     num_envs = runner.first.shape[0]
     action_shape, action_dtype = action_spec(batch_env, env_params)
 
     def _env_step(
-        carry: tuple[EnvRunner, Any], step_key: jax.Array
+        carry: tuple[EnvRunner, Any], step_keys: jax.Array
     ) -> tuple[tuple[EnvRunner, Any], Transition]:
         runner, policy_carry = carry
-        policy_key, env_key, reset_key = jax.random.split(step_key, 3)
+        policy_key, env_keys, reset_keys = (
+            step_keys[0],
+            step_keys[1 : 1 + num_envs],
+            step_keys[1 + num_envs :],
+        )
         action, policy_carry, extras = policy_fn(
             policy_params, runner.obs, runner.first, policy_carry, policy_key
         )
@@ -119,14 +122,12 @@ def rollout(
                 "(one action of the env's action space per environment)"
             )
         next_obs, next_state, reward, terminated, truncated, _ = batch_env.step(
-            jax.random.split(env_key, num_envs), runner.state, action, env_params
+            env_keys, runner.state, action, env_params
         )
         done = terminated | truncated
         episode_return = runner.episode_return + reward
         episode_length = runner.episode_length + 1
-        obs, state = batch_env.reset_where(
-            done, jax.random.split(reset_key, num_envs), next_obs, next_state, env_params
-        )
+        obs, state = batch_env.reset_where(done, reset_keys, next_obs, next_state, env_params)
         transition = Transition(
             obs=runner.obs,
             action=action,
@@ -136,8 +137,6 @@ def rollout(
             next_obs=next_obs,
             first=runner.first,
             extras=extras,
-            episode_return=episode_return,
-            episode_length=episode_length,
         )
         runner = EnvRunner(
             obs=obs,
@@ -151,39 +150,29 @@ def rollout(
         )
         return (runner, policy_carry), transition
 
-    (runner, policy_carry), transitions = jax.lax.scan(
-        _env_step, (runner, policy_carry), jax.random.split(key, num_steps)
-    )
+    # Every key of the rollout in one vectorised split, outside the sequential loop.
+    keys = jax.random.split(key, num_steps * (1 + 2 * num_envs)).reshape(num_steps, 1 + 2 * num_envs, -1)
+    (runner, policy_carry), transitions = jax.lax.scan(_env_step, (runner, policy_carry), keys)
     return runner, policy_carry, transitions
 
 
 def episode_metrics(
-    transitions: Transition, runner: EnvRunner | None = None, prefix: str = "train/"
+    transitions: Transition, runner: EnvRunner, prefix: str = "train/"
 ) -> dict[str, jax.Array]:
     """Training episodes' return and length, and how many ended in this rollout.
 
-    With ``runner`` (the one after the rollout) the return and length are
-    those of each environment's most recent finished episode, averaged over
-    the environments that have finished one (PureJaxRL logs the same): defined
-    even in a rollout in which no episode ended, e.g. 512 steps of CartPole's
-    500-step episodes. Without it, the means over the episodes that ended in
-    this rollout (zeros where none did). ``episodes`` counts the episodes that
-    ended in this rollout.
+    The return and length are those of each environment's most recent finished
+    episode (``runner`` after the rollout), averaged over the environments
+    that have finished one, as PureJaxRL logs them: defined even in a rollout
+    in which no episode ended (e.g. 512 steps of CartPole's 500-step
+    episodes). ``episodes`` counts the episodes that ended in this rollout.
     """
-    done = transitions.done.astype(jnp.float32)
-    if runner is not None:
-        finished = (runner.episodes > 0).astype(jnp.float32)
-        safe = jnp.maximum(finished.sum(), 1.0)
-        mean_return = (runner.last_return * finished).sum() / safe
-        mean_length = (runner.last_length * finished).sum() / safe
-    else:
-        safe = jnp.maximum(done.sum(), 1.0)
-        mean_return = (transitions.episode_return * done).sum() / safe
-        mean_length = (transitions.episode_length * done).sum() / safe
+    finished = (runner.episodes > 0).astype(jnp.float32)
+    safe = jnp.maximum(finished.sum(), 1.0)
     return {
-        f"{prefix}return": mean_return,
-        f"{prefix}episode_length": mean_length,
-        f"{prefix}episodes": done.sum(),
+        f"{prefix}return": (runner.last_return * finished).sum() / safe,
+        f"{prefix}episode_length": (runner.last_length * finished).sum() / safe,
+        f"{prefix}episodes": transitions.done.astype(jnp.float32).sum(),
     }
 
 

@@ -660,12 +660,18 @@ def _check_finite(
             )
 
 
+@jax.jit
+def _all_finite(state: Any) -> jax.Array:
+    """Whether every float in ``state`` is finite (one compiled program for the whole tree)."""
+    checks = [jnp.isfinite(x).all() for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)
+
+
 def _check_state_finite(state: Any, update: int, checkpoints: Any, run_dir: Path) -> None:
-    for leaf in jax.tree.leaves(state):
-        if jnp.issubdtype(leaf.dtype, jnp.floating) and not bool(jnp.isfinite(leaf).all()):
-            raise TrainingDiverged(
-                f"the train state holds NaN/inf at update {update}; stopped. {_kept(checkpoints, run_dir)}"
-            )
+    if not bool(_all_finite(state)):
+        raise TrainingDiverged(
+            f"the train state holds NaN/inf at update {update}; stopped. {_kept(checkpoints, run_dir)}"
+        )
 
 
 def _kept(checkpoints: Any, run_dir: Path) -> str:

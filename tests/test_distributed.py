@@ -91,7 +91,7 @@ def test_two_processes_train_four_seeds_like_one(tmp_path):
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert two["processes"] == 2 and len(two["devices"]) == 2
 
-    cfg = config.load(None, [*ARGS, f"run_dir={tmp_path / 'one'}"])
+    cfg = config.load(str(ROOT / "configs" / "bc_x2.yaml"), [*ARGS[1:], f"run_dir={tmp_path / 'one'}"])
     one = runner.run(cfg, log=lambda *_: None)
     assert len(one["devices"]) == 1
     for metric in ("episode_return", "episode_success", "total_return"):

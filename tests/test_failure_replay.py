@@ -265,7 +265,12 @@ def test_protocol_adds_only_failures_and_keeps_the_last_frames(length):
 
 def test_tiny_training_run_loss_falls(tmp_path):
     cfg = small_config(
-        tmp_path / "run", "num_updates=24", "checkpoint_every=24", "eval_every=24", "algo.learning_rate=3e-3"
+        tmp_path / "run",
+        "num_updates=24",
+        "checkpoint_every=24",
+        "eval_every=24",
+        "algo.learning_rate=3e-3",
+        "algo.conv_channels=[4]",  # one small convolution: less to compile (the CI budget is 20 s)
     )
     runner.run(cfg, log=lambda *_: None)
     import json

@@ -49,8 +49,6 @@ def transitions_of(reward, terminated, truncated, value):
         next_obs=jnp.zeros((n, 1)),
         first=jnp.zeros((n, 1), bool),
         extras=ppo.StepRecord(None, None, column(value, jnp.float32), None),
-        episode_return=jnp.zeros((n, 1)),
-        episode_length=jnp.zeros((n, 1), jnp.int32),
     )
 
 

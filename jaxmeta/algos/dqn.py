@@ -462,8 +462,6 @@ def _first_step(runner: rollouts.EnvRunner) -> rollouts.Transition:
         next_obs=runner.obs,
         first=runner.first,
         extras=None,
-        episode_return=runner.episode_return,
-        episode_length=runner.episode_length,
     )
 
 

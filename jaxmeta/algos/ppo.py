@@ -283,13 +283,14 @@ def ppo_loss(
     if algo_cfg.normalize_advantages:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     mask = None  # every step of a minibatch is real
+    log_prob, entropy = dist.log_prob_and_entropy(batch.action)
     policy_loss, aux = pg.surrogate_loss(
-        dist.log_prob(batch.action),
+        log_prob,
         batch.log_prob,
         advantages,
         values,
         batch.targets,
-        dist.entropy(),
+        entropy,
         mask,
         algo_cfg.clip_eps,
         0.0,

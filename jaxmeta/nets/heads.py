@@ -60,6 +60,10 @@ class ActionDist(Protocol):
         """``[...]``; for the tanh-Gaussian, the entropy of the Gaussian before squashing."""
         ...
 
+    def log_prob_and_entropy(self, action: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(log_prob(action), entropy())``, sharing what they have in common."""
+        ...
+
     def mode(self) -> jax.Array:
         """The most likely stored action (greedy/evaluation action)."""
         ...
@@ -80,14 +84,22 @@ class CategoricalDist:
         return distrax.Categorical(logits=self.logits)
 
     def sample(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        action = self.distribution.sample(seed=key)
+        action = jax.random.categorical(key, self.logits).astype(jnp.int32)
         return action, self.log_prob(action)
 
     def log_prob(self, action: jax.Array) -> jax.Array:
-        return self.distribution.log_prob(action)
+        log_probs = jax.nn.log_softmax(self.logits)
+        return jnp.take_along_axis(log_probs, jnp.asarray(action, jnp.int32)[..., None], axis=-1)[..., 0]
 
     def entropy(self) -> jax.Array:
-        return self.distribution.entropy()
+        log_probs = jax.nn.log_softmax(self.logits)
+        return -(jnp.exp(log_probs) * log_probs).sum(-1)
+
+    def log_prob_and_entropy(self, action: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Both at once, from one ``log_softmax`` (what a PPO loss needs)."""
+        log_probs = jax.nn.log_softmax(self.logits)
+        taken = jnp.take_along_axis(log_probs, jnp.asarray(action, jnp.int32)[..., None], axis=-1)[..., 0]
+        return taken, -(jnp.exp(log_probs) * log_probs).sum(-1)
 
     def mode(self) -> jax.Array:
         return jnp.argmax(self.logits, axis=-1).astype(jnp.int32)
@@ -154,6 +166,9 @@ class TanhGaussianDist:
 
     def entropy(self) -> jax.Array:
         return _sum_event(0.5 + _HALF_LOG_2PI + self.log_std, len(self.action_shape))
+
+    def log_prob_and_entropy(self, action: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self.log_prob(action), self.entropy()
 
     def mode(self) -> jax.Array:
         return self.mean
