@@ -346,7 +346,7 @@ def _describe(hint: Any, meta: Mapping[str, Any]) -> str:
     kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
     low, high = meta.get("min"), meta.get("max")
     if low is not None and high is not None:
-        return f"{kind} in [{low}, {high}]"
+        return f"{kind} in {'(' if meta.get('min_exclusive') else '['}{low}, {high}]"
     if low is not None:
         return f"{kind} {'>' if meta.get('min_exclusive') else '>='} {low}"
     if high is not None:

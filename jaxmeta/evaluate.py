@@ -1,7 +1,8 @@
 """Command line: ``python -m jaxmeta.evaluate run_dir=PATH [update=N] [algo.eval.KEY=VALUE ...]``.
 
 Evaluates a trained run's checkpoint again (default: the latest) with its own
-config and any overrides of the method's evaluation settings (``algo.eval.*``),
+config and any overrides of the method's evaluation settings (``algo.eval.*``,
+or ``algo.eval_*`` for methods that keep them flat, e.g. PPO's ``algo.eval_greedy``),
 e.g. ``algo.eval.greedy=true`` to act with the most likely action instead of
 sampling, or more held-out tasks. Prints the method's table and writes
 ``run_dir/eval_<tag>.json`` (tag from the overrides, e.g.
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 update = int(value) if value.isdigit() else None
                 if update is None:
                     raise ConfigError(f"update must be a non-negative integer, got {value!r}")
-            elif key.startswith("algo.eval."):
+            elif key.startswith("algo.eval"):  # algo.eval.* sections and algo.eval_* keys alike
                 overrides.append(arg)
             elif key.startswith("eval."):  # the spelling before evaluation settings moved into algo
                 overrides.append("algo." + arg)
@@ -54,7 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    tag = "_".join(o.removeprefix("algo.eval.").replace("=", "-") for o in overrides) or "default"
+    tag = "_".join(
+        o.removeprefix("algo.eval.").removeprefix("algo.eval_").replace("=", "-") for o in overrides
+    )
+    tag = tag or "default"
     out = run_dir / f"eval_{tag}_u{summary['checkpoint_update']}.json"
     out.write_text(json.dumps(summary, indent=2))
     print(format_summary(summary, str(run_dir)))

@@ -142,6 +142,25 @@ def per_episode_axes(
     ax.grid(alpha=0.3)
 
 
+def write_gif(frames: Sequence[np.ndarray], captions: Sequence[str], path: str | Path, fps: int = 5) -> Path:
+    """An animated GIF of RGB ``frames`` (uint8 ``[H, W, 3]``), each under a one-line caption."""
+    import imageio.v2 as imageio
+    from PIL import Image, ImageDraw
+
+    out = []
+    width = max(max(np.asarray(f).shape[1] for f in frames), 6 * max(len(c) for c in captions) + 8)
+    for frame, caption in zip(frames, captions, strict=True):
+        frame = np.asarray(frame, np.uint8)
+        canvas = Image.new("RGB", (width, frame.shape[0] + 18), "white")
+        canvas.paste(Image.fromarray(frame), (0, 18))
+        ImageDraw.Draw(canvas).text((4, 3), caption, fill="black")
+        out.append(np.asarray(canvas))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimsave(path, out, duration=1.0 / fps, loop=0)
+    return path
+
+
 __all__ = [
     "band",
     "compact_number",
@@ -150,4 +169,5 @@ __all__ = [
     "read_metrics",
     "samples_at",
     "seed_curve",
+    "write_gif",
 ]

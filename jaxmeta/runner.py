@@ -332,6 +332,8 @@ def _train(cfg: RunConfig, run_dir: Path, start_update: int, is_writer: bool, lo
             from jaxmeta import plots
 
             plots.plot_run(run_dir, report)
+            if report.animation is not None and jax.process_count() == 1:
+                report.animation(jax.tree.map(lambda x: x[0], state), run_dir / "plots")
     return summary
 
 

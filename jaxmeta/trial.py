@@ -372,6 +372,7 @@ def run_adaptation(
     episode_steps: int | None = None,
     observe: Callable[[Any], Any] | None = None,
     keep_data: bool = False,
+    record_fn: Callable[[Any], Any] | None = None,
 ) -> Adaptation:
     """``num_episodes`` episodes in a row on each of ``tasks``, adapting between episodes.
 
@@ -384,6 +385,9 @@ def run_adaptation(
     ``episodes`` have a leading task axis ``[M]`` (``episodes`` one slot
     each; the steps after the episode's end are in ``data`` with
     ``episode_index > 0``). Episode ``k`` uses ``split(key, num_episodes)[k]``.
+
+    ``record_fn(env_state)`` is recorded before each action into the kept
+    data's ``extras`` (e.g. the env state itself, to draw the episode).
 
     Examples of ``state`` and ``adapt``: per-task failure banks and a bank
     write (the memory agent); per-task parameters and optimiser states and a
@@ -407,6 +411,7 @@ def run_adaptation(
             "same",
             memory=memory,
             max_episodes=1,
+            record_fn=record_fn,
             params_per_trial=params_per_task,
         )
         seen = None if observe is None else observe(state)

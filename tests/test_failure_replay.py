@@ -296,3 +296,28 @@ def test_bad_settings_are_config_errors(override, message):
         small_config("/tmp/unused", override)
     with pytest.raises(config.ConfigError, match="unknown method"):
         config.load(None, ["algo.name=memory_agent"])
+
+
+def test_the_trial_gif_draws_every_step_of_every_episode(tmp_path):
+    cfg = small_config()
+    parts = failure_replay.make_parts(cfg)
+    env, env_params = parts.setup.env, parts.setup.params
+    params = parts.algo.init(jax.random.PRNGKey(0)).params
+    task = jax.tree.map(lambda x: x[:1], parts.setup.test_tasks)
+    frames, captions = failure_replay.trial_frames(parts.network, env, env_params, params, task, 2, N)
+    out = jax.jit(
+        lambda p: failure_replay.evaluation_trials(
+            parts.network, env, env_params, p, task, jax.random.PRNGKey(0), 2, N, keep_data=True
+        )
+    )(params)
+    steps = (np.asarray(out.data.episode_index)[:, 0] == 0).sum(-1)  # [K]: steps of each episode
+    assert len(frames) == len(captions) == int(steps.sum()) + 3 * 2  # every step, the end held 3 frames
+    start = env.reset_to_task(None, jax.tree.map(lambda x: x[0], task))[1]
+    np.testing.assert_array_equal(frames[0], np.asarray(env.render(start, env_params)))
+    assert captions[0] == "episode 1/2, bank: 0 failures, step 0"
+    held = int(failure_bank.size(jax.tree.map(lambda x: x[1], out.observed))[0])  # after episode 1
+    assert captions[-1].startswith(f"episode 2/2, bank: {held} failure")
+    path = failure_replay.animate_trial(
+        parts.network, env, env_params, params, task, 2, N, tmp_path / "t.gif"
+    )
+    assert path.stat().st_size > 0

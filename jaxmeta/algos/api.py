@@ -60,7 +60,9 @@ class Report(NamedTuple):
       in ``summary.json``;
     * ``lines(summary)``: the table printed at the end of a run;
     * ``plots(run_dir, table, summary)``: figures of the method's own, written
-      under ``run_dir/plots`` (``table`` as :func:`jaxmeta.plots.read_metrics`).
+      under ``run_dir/plots`` (``table`` as :func:`jaxmeta.plots.read_metrics`);
+    * ``animation(state, plots_dir)``: pictures of the trained agent at work
+      (e.g. a GIF of one held-out trial), given seed 0's final train state; or None.
     """
 
     describe: str = ""
@@ -71,6 +73,7 @@ class Report(NamedTuple):
     references: Callable[[], dict[str, Any]] = _no_references
     lines: Callable[[dict[str, Any]], list[str]] = _no_lines
     plots: Callable[[Path, dict[str, Any], dict[str, Any]], list[Path]] = _no_plots
+    animation: Callable[[Any, Path], list[Path]] | None = None
 
 
 class Algo(NamedTuple):

@@ -34,10 +34,12 @@ pure functions), ``make_parts`` (init, update, evaluate).
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -303,6 +305,7 @@ def evaluation_trials(
     capacity: int,
     greedy: bool = False,
     keep_data: bool = False,
+    record_fn: Any = None,
 ) -> Adaptation:
     """The test protocol on ``tasks``: banks start empty; ``num_episodes`` episodes of each task, and
     after each failed one its last L steps join the task's bank (``Adaptation.state`` holds the final
@@ -328,7 +331,73 @@ def evaluation_trials(
         policy_carry=empty_window(network),
         observe=(lambda bank: bank) if keep_data else None,
         keep_data=keep_data,
+        record_fn=record_fn,
     )
+
+
+def trial_frames(
+    network: FailureMemoryPolicy,
+    env: Any,
+    env_params: Any,
+    params: Any,
+    task: Any,
+    num_episodes: int,
+    capacity: int,
+    greedy: bool = False,
+    key: jax.Array | None = None,
+) -> tuple[list[np.ndarray], list[str]]:
+    """Pictures of the test protocol on one held-out ``task`` (stacked, ``[1, ...]``): every step of
+    every episode drawn with ``env.render``, captioned with the episode, the step and how many
+    failures the bank held; the end of each episode is held for three frames. The last frame of an
+    episode re-steps its final action from the state before it (exact for a deterministic
+    environment such as Gridworld)."""
+    key = jax.random.PRNGKey(0) if key is None else key
+    out = jax.jit(
+        lambda params, key: evaluation_trials(
+            network, env, env_params, params, task, key, num_episodes, capacity, greedy, True, lambda s: s
+        )
+    )(params, key)
+    render = jax.jit(lambda state: env.render(state, env_params))
+    last_state = jax.jit(lambda state, action: env.step_env(key, state, action, env_params)[1])
+    frames, captions = [], []
+    for k in range(num_episodes):
+        one = jax.tree.map(lambda x, k=k: x[k, 0], out.data)
+        steps = int((np.asarray(one.episode_index) == 0).sum())
+        held = int(failure_bank.size(jax.tree.map(lambda x, k=k: x[k], out.observed))[0])
+        prefix = f"episode {k + 1}/{num_episodes}, bank: {held} failure{'s' if held != 1 else ''}"
+        for t in range(steps):
+            frames.append(np.asarray(render(jax.tree.map(lambda x, t=t: x[t], one.extras))))
+            captions.append(f"{prefix}, step {t}")
+        before_last = jax.tree.map(lambda x, i=steps - 1: x[i], one.extras)
+        final = np.asarray(render(last_state(before_last, one.action[steps - 1])))
+        outcome = float(out.returns[k, 0])
+        ending = "goal, +1" if outcome > 0 else ("trap, -1" if outcome < 0 else "time limit, 0")
+        frames += [final] * 3  # linger on how the episode ended
+        captions += [f"{prefix}, step {steps}: {ending}"] * 3
+    return frames, captions
+
+
+def animate_trial(
+    network: FailureMemoryPolicy,
+    env: Any,
+    env_params: Any,
+    params: Any,
+    task: Any,
+    num_episodes: int,
+    capacity: int,
+    path: Any,
+    greedy: bool = False,
+    key: jax.Array | None = None,
+) -> Any:
+    """:func:`trial_frames` as a GIF at ``path``; None when the environment cannot render."""
+    from jaxmeta import plots
+
+    if not hasattr(env, "render"):
+        return None
+    frames, captions = trial_frames(
+        network, env, env_params, params, task, num_episodes, capacity, greedy, key
+    )
+    return plots.write_gif(frames, captions, path, fps=5)
 
 
 # ----------------------------------------------------------------------------- wiring
@@ -432,4 +501,20 @@ def make_parts(cfg: Any) -> Parts:
             ("eval/total_return", "held-out return, whole trial"),
         ),
     )
+
+    def animation(state: TrainState, plots_dir: Any) -> list[Any]:
+        path = animate_trial(
+            network,
+            env,
+            env_params,
+            state.params,
+            first_tasks(test_tasks, 1),
+            algo_cfg.eval.episodes,
+            capacity,
+            Path(plots_dir) / "held_out_trial.gif",
+            algo_cfg.eval.greedy,
+        )
+        return [] if path is None else [path]
+
+    report = report._replace(animation=animation)
     return Parts(Algo("failure_replay", init, update, evaluate, report), network, setup)
