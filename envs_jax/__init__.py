@@ -111,7 +111,8 @@ register(
             "train_every_goal": Setting(
                 False,
                 "training tasks come in groups of X with the same layout and each block as the goal once "
-                "(the layout never tells the goal); held-out tasks are drawn independently",
+                "(the layout never tells the goal; a count that is not a multiple of X is completed to "
+                "whole groups); held-out tasks are drawn independently",
                 "tasks",
             ),
         },

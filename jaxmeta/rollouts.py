@@ -95,7 +95,7 @@ def rollout(
     """``num_steps`` steps of every environment of ``runner``; returns the runner and policy carry
     after the last step and the :class:`Transition` of each step (leaves ``[T, N, ...]``).
 
-    The keys of all steps come from one ``split(key, T * (1 + 2N))``: per step,
+    The keys of all steps come from one ``split(key, (T, 1 + 2N))``: per step,
     the policy's key, then one key per environment for the step and one for the
     reset.
     """
@@ -151,7 +151,7 @@ def rollout(
         return (runner, policy_carry), transition
 
     # Every key of the rollout in one vectorised split, outside the sequential loop.
-    keys = jax.random.split(key, num_steps * (1 + 2 * num_envs)).reshape(num_steps, 1 + 2 * num_envs, -1)
+    keys = jax.random.split(key, (num_steps, 1 + 2 * num_envs))  # typed or raw keys alike
     (runner, policy_carry), transitions = jax.lax.scan(_env_step, (runner, policy_carry), keys)
     return runner, policy_carry, transitions
 

@@ -150,3 +150,20 @@ def test_torch_reference_jax_side_times_the_updates_it_reports():
     assert ours["last_metrics"]["env_steps"] == 3 * trial.batch_size * trial.num_steps
     params = jax.eval_shape(parts.algo.init, jax.random.PRNGKey(0)).params
     assert ours["param_count"] == sum(x.size for x in jax.tree.leaves(params))
+
+
+def test_rejax_speed_quick_times_the_same_work_on_both_sides():
+    from benchmarks import rejax_speed
+
+    report = rejax_speed.main(["--quick", "--steps", "2048"])
+    for name in ("ppo", "dqn"):
+        result = report["results"][name]
+        ours, theirs = result["jaxmeta"], result["rejax"]
+        assert ours["env_steps"] == theirs["env_steps"] > 0  # the same number of env steps trained
+        for side in (ours, theirs):
+            assert side["median_s"] == sorted(side["run_s"])[len(side["run_s"]) // 2]
+            assert (
+                abs(side["env_steps_per_s"] - side["env_steps"] / side["median_s"]) < 1e-6 * side["env_steps"]
+            )
+        ratio = ours["env_steps_per_s"] / theirs["env_steps_per_s"]
+        assert abs(result["ours_over_rejax"] - ratio) < 1e-9
