@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
+import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -66,17 +68,44 @@ which come from other budgets or network sizes, as the column says.
 
 
 def load(runs: Path, name: str) -> dict[str, Any] | None:
+    """The run's summary and metrics; ``None`` when it has not started. An
+    unfinished run (no ``summary.json`` yet) is read from its metrics alone,
+    with ``"unfinished": True``."""
     run = runs / name
-    if not (run / "summary.json").exists():
+    if (run / "summary.json").exists():
+        summary = json.loads((run / "summary.json").read_text())
+        summary["table"] = read_metrics(run / "metrics.jsonl")
+        return summary
+    if not (run / "metrics.jsonl").exists():
         return None
-    summary = json.loads((run / "summary.json").read_text())
-    summary["table"] = read_metrics(run / "metrics.jsonl")
-    return summary
+    table = read_metrics(run / "metrics.jsonl")
+    if not table["eval"].get("eval/return"):
+        return None
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    return {"unfinished": True, "table": table, "env": config["env"]["id"], "algo": config["algo"]["name"]}
+
+
+def unfinished_row(name: str, summary: dict[str, Any], reference: str | None) -> str:
+    """A run still training (or stopped before its end): its latest evaluation, marked as such."""
+    table = summary["table"]
+    series = table["eval"]["eval/return"]
+    last = max(series)
+    values = np.array([float(v) for v in series[last].values()])
+    steps = samples_at(table, "env_steps", np.array([last]))
+    per_seed = ", ".join(f"{v:.1f}" for v in values)
+    mean, std = values.mean(), values.std()
+    steps_text = "unfinished" if steps is None else f"{steps[0]:,.0f} (unfinished)"
+    return (
+        f"| `configs/{name}.yaml` | {summary['algo']} | {summary['env']} | {steps_text} "
+        f"| {mean:.1f} ± {std:.1f} ({per_seed}), at update {last:,} | | {reference or ''} | | |"
+    )
 
 
 def row(name: str, summary: dict[str, Any] | None, target: Any, reference: str | None) -> str:
     if summary is None:
         return f"| `configs/{name}.yaml` | | | not run yet | | | | | |"
+    if summary.get("unfinished"):
+        return unfinished_row(name, summary, reference)
     ev = summary["eval"]["return"]
     per_seed = ", ".join(f"{v:.1f}" for v in ev["per_seed"])
     steps = summary["final_train"]["env_steps"]["mean"]

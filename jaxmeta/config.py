@@ -67,6 +67,9 @@ class RunConfig:
     num_updates: int = param(200, "training updates (a multiple of chunk_size)", min=1)
     chunk_size: int = param(10, "updates per jitted call between host syncs", min=1)
     eval_every: int = param(20, "evaluate every this many updates (a multiple of chunk_size)", min=1)
+    log_every: int = param(
+        1, "write training metrics every this many updates (a divisor of chunk_size)", min=1
+    )
     checkpoint_every: int = param(
         50, "save a checkpoint every this many updates (a multiple of chunk_size)", min=1
     )
@@ -80,9 +83,21 @@ class RunConfig:
     algo: Any = dataclasses.field(default=None, metadata={"help": "method; its keys depend on algo.name"})
 
 
-# Keys that may change when a run is resumed: they do not change its results (run_dir may be
-# spelled differently, or the run moved).
-RESUMABLE_CHANGES = ("num_updates", "progress", "plots", "resume", "run_dir")
+# Keys that may change when a run is resumed: what is recorded and how often, not what is trained
+# (run_dir may be spelled differently, or the run moved or copied under a new name). num_updates
+# extends a run; a schedule over num_updates then changes course.
+RESUMABLE_CHANGES = (
+    "num_updates",
+    "progress",
+    "plots",
+    "resume",
+    "run_dir",
+    "name",
+    "eval_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "log_every",
+)
 _KEYED_SECTIONS = ("env", "algo")
 
 
@@ -272,6 +287,8 @@ def _check_cross_fields(cfg: RunConfig) -> None:
         value = getattr(cfg, key)
         if value % cfg.chunk_size:
             raise ConfigError(f"{key} must be a multiple of chunk_size={cfg.chunk_size}, got {value}")
+    if cfg.chunk_size % cfg.log_every:
+        raise ConfigError(f"log_every must divide chunk_size={cfg.chunk_size}, got {cfg.log_every}")
 
 
 def _build(schema: type, raw: Mapping[str, Any], prefix: str, extra_sections: set[str] = frozenset()) -> Any:

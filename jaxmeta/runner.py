@@ -289,7 +289,14 @@ def _train(cfg: RunConfig, run_dir: Path, start_update: int, is_writer: bool, lo
                 updates = list(range(updates_done + 1, updates_done + cfg.chunk_size + 1))
                 _check_finite(host_metrics, updates, cfg.seed, checkpoints, run_dir)
                 state, updates_done = new_state, updates[-1]
-                _write_rows(metrics_file, "train", updates, host_metrics)
+                # Every log_every-th update (it divides chunk_size, so each chunk's last one is logged).
+                logged = np.arange(cfg.log_every - 1, cfg.chunk_size, cfg.log_every)
+                _write_rows(
+                    metrics_file,
+                    "train",
+                    [updates[i] for i in logged],
+                    {k: v[:, logged] for k, v in host_metrics.items()},
+                )
                 if report.samples in host_metrics and first_samples is None:
                     # Samples before this chunk: the first update's count less one update's worth.
                     counts = host_metrics[report.samples].astype(np.float64)

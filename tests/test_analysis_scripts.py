@@ -315,3 +315,52 @@ def test_results_header_counts_the_training_tasks_of_every_row():
     # docs/results.md carries the same header above its table.
     docs = (paper_figures.ROOT / "docs" / "results.md").read_text()
     assert docs.startswith(header)
+
+
+def test_baselines_table_reads_finished_and_unfinished_runs(tmp_path):
+    """Finished runs come from their summary; an unfinished one from its latest evaluation,
+    marked as such; a run that never started says so. Values are typed in by hand here."""
+    from benchmarks import baselines_table
+
+    runs = tmp_path / "runs"
+
+    def metrics(name, rows):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        (runs / name / "config.yaml").write_text(
+            yaml.safe_dump({"env": {"id": "CartPole-v1"}, "algo": {"name": "dqn"}})
+        )
+
+    train = [{"kind": "train", "update": u, "seed": s, "env_steps": 32 * u} for u in (10, 20) for s in (0, 1)]
+    evals = [
+        {"kind": "eval", "update": 10, "seed": 0, "eval/return": 5.0},
+        {"kind": "eval", "update": 10, "seed": 1, "eval/return": 7.0},
+        {"kind": "eval", "update": 20, "seed": 0, "eval/return": 10.0},
+        {"kind": "eval", "update": 20, "seed": 1, "eval/return": 20.0},
+    ]
+    metrics("dqn_cartpole", train + evals)
+    (runs / "dqn_cartpole" / "summary.json").write_text(
+        json.dumps(
+            {
+                "algo": "dqn",
+                "env": "CartPole-v1",
+                "eval": {"return": {"mean": 480.0, "std": 10.0, "per_seed": [470.0, 490.0]}},
+                "final_train": {"env_steps": {"mean": 640.0}},
+                "wall_time_s": 120.0,
+                "compile_s": 4.0,
+                "samples_per_s": 1000.0,
+            }
+        )
+    )
+    metrics("ppo_cartpole", train + evals)  # no summary: still training
+    table = baselines_table.main(["--runs", str(runs), "--out", str(tmp_path / "docs")])
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert "**480.0 ± 10.0** (470.0, 490.0)" in rows["`configs/dqn_cartpole.yaml`"]
+    assert ">= 475: met" in rows["`configs/dqn_cartpole.yaml`"]
+    assert "2.0 min (compile 4 s)" in rows["`configs/dqn_cartpole.yaml`"]
+    unfinished = rows["`configs/ppo_cartpole.yaml`"]
+    assert "640 (unfinished)" in unfinished and "15.0 ± 5.0 (10.0, 20.0), at update 20" in unfinished
+    assert "met" not in unfinished  # no target judged on an unfinished run
+    assert "not run yet" in rows["`configs/ppo_pendulum.yaml`"]
+    assert (tmp_path / "docs" / "baselines.md").read_text().endswith(table + "\n")
+    assert (tmp_path / "docs" / "figures" / "baselines.png").stat().st_size > 0

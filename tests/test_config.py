@@ -75,6 +75,7 @@ def config_error(path: str | None, overrides: list[str], base: list[str] = BASE)
         (["num_updates=15", "chunk_size=10"], ["num_updates", "multiple of chunk_size=10", "15"]),
         (["checkpoint_every=25", "chunk_size=10"], ["checkpoint_every", "multiple of chunk_size=10"]),
         (["eval_every=5", "chunk_size=10"], ["eval_every", "multiple of chunk_size=10"]),
+        (["log_every=3", "chunk_size=10"], ["log_every", "divide chunk_size=10", "3"]),
         (["env.num_blocks=4", "env.num_colors=3"], ["env.num_colors", "num_blocks=4", "got num_colors=3"]),
         (["env.size=2", "env.num_blocks=4", "env.num_colors=6"], ["env.num_blocks", "3", "num_blocks=4"]),
         (["algo.eval.num_tasks=300", "algo.num_test_tasks=256"], ["algo.eval.num_tasks", "256", "300"]),

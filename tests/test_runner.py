@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import yaml
 from helpers import subprocess_timeout
 
 from jaxmeta import algos, config, runner
@@ -84,6 +86,26 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
     assert rows(full) == rows(parts)
     updates = sorted({(r["kind"], r["update"]) for r in rows(full)})
     assert updates == [("eval", 0), ("eval", 4), ("eval", 8)] + [("train", u) for u in range(1, 9)]
+
+
+def test_a_run_extended_with_other_recording_settings_trains_as_one_run(tmp_path):
+    """A copy of a short run, extended under a new name with evaluations, checkpoints and
+    logging at other intervals, trains exactly as the uninterrupted run."""
+    full, short, extended = tmp_path / "full", tmp_path / "short", tmp_path / "extended"
+    runner.run(tiny(full), log=lambda *_: None)
+    runner.run(tiny(short, "num_updates=4"), log=lambda *_: None)
+    shutil.copytree(short, extended)
+    more = ["name=long", "eval_every=2", "checkpoint_every=2", "keep_checkpoints=3", "log_every=2"]
+    summary = runner.run(tiny(extended, *more), log=lambda *_: None)
+
+    assert_trees_equal(restore(full, 8), restore(extended, 8))
+    kept = {(r["kind"], r["update"], r["seed"]): r for r in rows(extended)}
+    for r in rows(full):  # every row the full run wrote that the extended one was asked to write
+        if r["kind"] == "eval" or r["update"] <= 4 or r["update"] % 2 == 0:
+            assert kept.pop((r["kind"], r["update"], r["seed"])) == r
+    assert sorted(kept) == [("eval", 6, 0)]  # the one extra evaluation
+    saved = yaml.safe_load((extended / "config.yaml").read_text())
+    assert saved["name"] == "long" and saved["eval_every"] == 2 and summary["final_train"]
 
 
 def test_resume_refuses_a_different_config_and_touches_nothing(tmp_path):
@@ -342,3 +364,17 @@ def test_interrupts_during_a_checkpoint_save_land_after_it():
         done.append("the save finished")
     assert done == ["the save finished"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_log_every_writes_every_nth_update_of_the_full_log(tmp_path):
+    runner.run(tiny(tmp_path / "all"), log=lambda *_: None)
+    summary = runner.run(tiny(tmp_path / "some", "log_every=2"), log=lambda *_: None)
+    every = [r for r in rows(tmp_path / "all") if r["kind"] == "train"]
+    some = [r for r in rows(tmp_path / "some") if r["kind"] == "train"]
+    assert some == [r for r in every if r["update"] % 2 == 0] and {r["update"] for r in some} == {2, 4, 6, 8}
+    # The summary and evaluations do not depend on how much was logged.
+    assert [r for r in rows(tmp_path / "some") if r["kind"] == "eval"] == [
+        r for r in rows(tmp_path / "all") if r["kind"] == "eval"
+    ]
+    full_summary = json.loads((tmp_path / "all" / "summary.json").read_text())
+    assert summary["final_train"] == full_summary["final_train"]
