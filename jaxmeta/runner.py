@@ -48,7 +48,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from jaxmeta import algos, seeding
-from jaxmeta.config import RESUMABLE_CHANGES, ConfigError, RunConfig, diff, to_dict
+from jaxmeta.config import (
+    RESUMABLE_CHANGES,
+    ConfigError,
+    RunConfig,
+    diff,
+    from_dict,
+    migrate_legacy,
+    to_dict,
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -468,6 +476,17 @@ def _check_writable(run_dir: Path) -> None:
         raise ConfigError(f"run_dir {run_dir} cannot be written ({parent} is not a writable directory)")
 
 
+def _saved_config(path: Path) -> dict[str, Any]:
+    """A run's saved config, with the defaults of keys added to the library since it was
+    written filled in (an option added later, at its default, is no change); as written when
+    it no longer validates (a key since removed: then it differs, as it should)."""
+    old = migrate_legacy(yaml.safe_load(path.read_text()) or {})
+    try:
+        return to_dict(from_dict(old))
+    except ConfigError:
+        return old
+
+
 def _check_run_dir(cfg: RunConfig, run_dir: Path) -> tuple[int, dict[str, Any] | None]:
     """``(update to resume from, summary if the run is finished)``; refuses to clobber another run.
 
@@ -478,11 +497,7 @@ def _check_run_dir(cfg: RunConfig, run_dir: Path) -> tuple[int, dict[str, Any] |
     saved_cfg = run_dir / "config.yaml"
     latest = _latest_checkpoint(run_dir / "checkpoints")
     if saved_cfg.exists():
-        old = yaml.safe_load(saved_cfg.read_text()) or {}
-        from jaxmeta.config import migrate_legacy
-
-        old = migrate_legacy(old)
-        changed = [k for k in diff(old, to_dict(cfg)) if k not in RESUMABLE_CHANGES]
+        changed = [k for k in diff(_saved_config(saved_cfg), to_dict(cfg)) if k not in RESUMABLE_CHANGES]
         if changed and latest is not None:
             raise ConfigError(
                 f"run_dir {run_dir} holds a run with a different config ({', '.join(changed[:3])} differ); "

@@ -118,6 +118,22 @@ def test_resume_refuses_a_different_config_and_touches_nothing(tmp_path):
         runner.run(tiny(run_dir, "resume=false"), log=lambda *_: None)
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
+    # A run written before an option existed (its config.yaml lacks the key) resumes when the
+    # option is at its default; a key the library no longer has is a difference.
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    older = {k: v for k, v in saved.items() if k != "log_every"}
+    older["algo"] = {k: v for k, v in saved["algo"].items() if k != "max_grad_norm"}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(older))
+    with pytest.raises(config.ConfigError, match="max_grad_norm"):
+        runner.run(tiny(run_dir, "algo.max_grad_norm=3.0"), log=lambda *_: None)
+    removed = {**older, "algo": {**older["algo"], "dropped_option": 1}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(removed))
+    with pytest.raises(config.ConfigError, match="dropped_option"):
+        runner.run(tiny(run_dir), log=lambda *_: None)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(older))
+    summary = runner.run(tiny(run_dir), log=lambda *_: None)
+    assert summary["final_train"] and max(r["update"] for r in rows(run_dir)) == 8
+
 
 def _nan_after(update: int) -> types.ModuleType:
     """bc whose loss turns NaN from ``update`` on: a stand-in for a diverging method."""
