@@ -114,12 +114,16 @@ def row(name: str, summary: dict[str, Any] | None, target: Any, reference: str |
         op, value = target
         ok = ev["mean"] >= value if op == ">=" else ev["mean"] <= value
         met = f"{op} {value:g}: {'met' if ok else 'missed'}"
+    wall = f"{summary['wall_time_s'] / 60:.1f} min (compile {summary['compile_s']:.0f} s)"
+    updates_run, num_updates = summary.get("updates_run"), summary.get("num_updates")
+    if updates_run is not None and num_updates is not None and updates_run < num_updates:
+        wall += f" for the last {updates_run:,} of {num_updates:,} updates (resumed)"
     speed = summary.get("samples_per_s")
     speed_text = f"{speed:,.0f}" if speed else ""
     return (
         f"| `configs/{name}.yaml` | {summary['algo']} | {summary['env']} | {steps:,.0f} "
         f"| **{ev['mean']:.1f} ± {ev['std']:.1f}** ({per_seed}) | {met} | {reference or ''} "
-        f"| {summary['wall_time_s'] / 60:.1f} min (compile {summary['compile_s']:.0f} s) | {speed_text} |"
+        f"| {wall} | {speed_text} |"
     )
 
 

@@ -349,6 +349,8 @@ def test_baselines_table_reads_finished_and_unfinished_runs(tmp_path):
                 "wall_time_s": 120.0,
                 "compile_s": 4.0,
                 "samples_per_s": 1000.0,
+                "updates_run": 10,
+                "num_updates": 20,
             }
         )
     )
@@ -357,7 +359,9 @@ def test_baselines_table_reads_finished_and_unfinished_runs(tmp_path):
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
     assert "**480.0 ± 10.0** (470.0, 490.0)" in rows["`configs/dqn_cartpole.yaml`"]
     assert ">= 475: met" in rows["`configs/dqn_cartpole.yaml`"]
-    assert "2.0 min (compile 4 s)" in rows["`configs/dqn_cartpole.yaml`"]
+    assert (
+        "2.0 min (compile 4 s) for the last 10 of 20 updates (resumed)" in rows["`configs/dqn_cartpole.yaml`"]
+    )
     unfinished = rows["`configs/ppo_cartpole.yaml`"]
     assert "640 (unfinished)" in unfinished and "15.0 ± 5.0 (10.0, 20.0), at update 20" in unfinished
     assert "met" not in unfinished  # no target judged on an unfinished run
