@@ -140,14 +140,24 @@ def figure(runs: Path, out: Path) -> Path:
                 continue
             updates, mean, std = seed_curve(series)
             x = samples_at(summary["table"], "env_steps", updates)
-            band(ax, updates if x is None else x, mean, std, f"C{i}", label=name)
+            unfinished = bool(summary.get("unfinished"))
+            band(
+                ax,
+                updates if x is None else x,
+                mean,
+                std,
+                f"C{i}",
+                label=name + (" (unfinished)" if unfinished else ""),
+                linestyle="--" if unfinished else "-",
+                zorder=len(ROWS) - i,  # a run that continues an earlier one is drawn under it
+            )
         ax.set_title(env, fontsize=10)
         ax.set_xlabel("env steps (per seed)")
         ax.set_ylabel("evaluation return")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(compact_number))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     path = out / "figures" / "baselines.png"
     path.parent.mkdir(parents=True, exist_ok=True)
