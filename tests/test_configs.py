@@ -58,7 +58,7 @@ def test_every_config_trains_and_evaluates(path, tmp_path):
     (one seed; the full runs take minutes to hours: docs/results.md, docs/baselines.md)."""
     from jaxmeta import runner
 
-    small = ["seeds=1", "num_updates=1", "chunk_size=1", "eval_every=1", "checkpoint_every=1"]
+    small = ["seeds=1", "num_updates=1", "chunk_size=1", "eval_every=1", "checkpoint_every=1", "log_every=1"]
     cfg = config.load(str(path), [*small, "progress=false", "plots=false", f"run_dir={tmp_path / 'run'}"])
     summary = runner.run(cfg, log=lambda *_: None)
     assert summary["updates_run"] == 1 and summary["eval"]
