@@ -1,7 +1,6 @@
 """Neural Episodic Control (jaxmeta.algos.nec): its pieces against plain Python, and a tiny run that
 learns bsuite's Catch."""
 
-import collections
 import json
 
 import jax.numpy as jnp
@@ -51,31 +50,6 @@ def test_n_step_targets_match_a_python_loop(seed):
         for b in range(batch)
     ]
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
-
-
-def test_pending_steps_keep_the_last_n_in_time_order():
-    n, envs = 3, 2
-    pending = nec.init_pending(n, envs, jnp.zeros((envs, 4)), jnp.zeros((envs, 5)))
-    model = collections.deque(maxlen=n)
-    for t in range(7):
-        step = {
-            "embedding": jnp.full((envs, 4), t, jnp.float32),
-            "obs": jnp.full((envs, 5), t, jnp.float32),
-            "action": jnp.array([t, t + 100], jnp.int32),
-            "reward": jnp.full((envs,), t, jnp.float32),
-            "terminated": jnp.array([t % 2 == 0, False]),
-            "truncated": jnp.array([False, t % 3 == 0]),
-            "q_taken": jnp.full((envs,), -t, jnp.float32),
-        }
-        pending = nec.push_pending(pending, step)
-        model.append(t)
-        assert int(pending.count) == len(model)
-        if len(model) == n:
-            window = nec.oldest_window(pending)
-            np.testing.assert_array_equal(np.asarray(window.action[:, 0]), list(model))
-            np.testing.assert_array_equal(np.asarray(window.action[:, 1]), [x + 100 for x in model])
-            np.testing.assert_array_equal(np.asarray(window.obs[:, 1, 0]), list(model))
-            np.testing.assert_array_equal(np.asarray(window.truncated[:, 1]), [x % 3 == 0 for x in model])
 
 
 def test_loss_counts_only_the_masked_entries():

@@ -316,3 +316,36 @@ def test_add_errors():
         replay.add(buffer, {"t": good["t"], "obs": good["obs"]})
     with pytest.raises(ValueError, match=r"\(T, num_envs, \.\.\.\)"):
         replay.add_batch(buffer, {**make_steps(np.random.default_rng(0), 0, 2), "t": np.zeros((3, NUM_ENVS))})
+
+
+def test_time_ordered_gives_the_last_capacity_steps_oldest_first():
+    """What NEC's queue of pending steps reads: against the deque model, before and after wrapping."""
+    rng = np.random.default_rng(7)
+    buffer = replay.init(CAPACITY, NUM_ENVS, STEP)
+    model = Model(CAPACITY, NUM_ENVS)
+    for t in range(2 * CAPACITY + 2):
+        step = row(make_steps(rng, t, 1), 0)
+        buffer = add_jit(buffer, step)
+        model.add(step)
+        ordered = replay.time_ordered(buffer)
+        filled = len(model.envs[0])
+        for e, env in enumerate(model.envs):
+            np.testing.assert_array_equal(
+                np.asarray(ordered["t"][CAPACITY - filled :, e]), [s["t"] for s in env]
+            )
+            np.testing.assert_array_equal(
+                np.asarray(ordered["obs"][CAPACITY - filled :, e]), [s["obs"] for s in env]
+            )
+        np.testing.assert_array_equal(
+            np.asarray(ordered["t"][: CAPACITY - filled]), 0
+        )  # unwritten rows first
+
+
+def test_oldest_is_the_row_the_next_add_overwrites():
+    rng = np.random.default_rng(8)
+    buffer = replay.init(CAPACITY, NUM_ENVS, STEP)
+    for t in range(CAPACITY + 3):
+        buffer = add_jit(buffer, row(make_steps(rng, t, 1), 0))
+    np.testing.assert_array_equal(np.asarray(replay.oldest(buffer)["t"]), 3)  # steps 3..7 are kept
+    part = replay.time_ordered(buffer, {"t": buffer.data["t"]})
+    assert set(part) == {"t"} and np.asarray(part["t"][:, 0]).tolist() == [3, 4, 5, 6, 7]

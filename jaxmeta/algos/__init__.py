@@ -4,13 +4,14 @@ Each module defines ``Config`` (its ``algo`` config section, a dataclass),
 ``make(cfg: RunConfig) -> Algo`` and optionally ``validate_config(cfg)``.
 """
 
-from jaxmeta.algos import bc, dqn, failure_replay, nec, ppo, ppo_finetune, snail
+from jaxmeta.algos import bc, dqn, failure_replay, mfec, nec, ppo, ppo_finetune, snail
 from jaxmeta.algos.api import Algo, train
 
 REGISTRY = {
     "bc": bc,
     "dqn": dqn,
     "failure_replay": failure_replay,
+    "mfec": mfec,
     "nec": nec,
     "ppo": ppo,
     "ppo_finetune": ppo_finetune,

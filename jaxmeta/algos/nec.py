@@ -11,8 +11,9 @@ One update (``make``'s ``update``), all of it fixed-shape:
 1. ``num_steps`` times: the ``num_envs`` environments show ``s_t``; each is embedded and looked up in
    every action's table (the rows used become the most recently used), and acts epsilon-greedily on
    the estimates (:func:`jaxmeta.algos.dqn.epsilon_schedule`, counted in env steps).
-2. Each step waits in a per-environment queue of the last ``n_step`` steps (:class:`PendingSteps`)
-   until its N-step return is known. When step ``t - N`` leaves the queue at step ``t``, its target is
+2. Each step waits in a queue of the last ``n_step`` steps of each environment (a
+   :mod:`jaxmeta.memory.replay` ring of ``n_step`` rows) until its N-step return is known. When step
+   ``t - N`` leaves the queue at step ``t``, its target is
    ``Q_N = sum_{j<N} gamma^j r_{t-N+j} + gamma^N max_a Q(s_t, a)``, the returns stopping at the first
    episode end inside the window (:func:`n_step_targets`): no bootstrap after a termination; after a
    time-limit truncation at step ``e`` the value of the final observation is taken as
@@ -147,27 +148,11 @@ def validate_config(cfg: Any) -> None:
 
 
 @struct.dataclass
-class PendingSteps:
-    """The last ``n`` steps of each environment, waiting for their N-step returns: a ring of time rows,
-    leaves ``[n, num_envs, ...]``; row ``pos`` is the oldest once ``count == n``."""
-
-    embedding: jax.Array  # [n, E, D] the key each step will be written under
-    obs: Any  # [n, E, ...] the observation, for the replay memory
-    action: jax.Array  # [n, E] int32
-    reward: jax.Array  # [n, E] float32
-    terminated: jax.Array  # [n, E] bool
-    truncated: jax.Array  # [n, E] bool
-    q_taken: jax.Array  # [n, E] float32: the estimate Q(s, a) the agent acted on
-    pos: jax.Array  # int32: the row the next step goes to (the oldest when full)
-    count: jax.Array  # int32: rows filled, up to n
-
-
-@struct.dataclass
 class TrainState:
     params: Any  # the embedding network
     opt_state: Any
     dnd: dnd_lib.DND
-    pending: PendingSteps
+    pending: replay.ReplayBuffer  # the last n_step steps of each env, waiting for their N-step returns
     buffer: replay.ReplayBuffer  # (obs, action, target) entries
     runner: rollouts.EnvRunner
     key: jax.Array
@@ -193,52 +178,6 @@ def make_network(algo_cfg: Config, obs_space: Any) -> Any:
 def make_optimizer(algo_cfg: Config) -> optax.GradientTransformation:
     """RMSProp on the embedding network."""
     return optax.rmsprop(algo_cfg.learning_rate, decay=algo_cfg.rmsprop_decay, eps=algo_cfg.rmsprop_eps)
-
-
-def init_pending(n_step: int, num_envs: int, embedding: jax.Array, obs: Any) -> PendingSteps:
-    """An empty queue for steps shaped like ``embedding [E, D]`` and ``obs [E, ...]``."""
-
-    def rows(x: jax.Array) -> jax.Array:
-        return jnp.zeros((n_step, *x.shape), x.dtype)
-
-    zeros = jnp.zeros((n_step, num_envs), jnp.float32)
-    return PendingSteps(
-        embedding=rows(embedding),
-        obs=jax.tree.map(rows, obs),
-        action=jnp.zeros((n_step, num_envs), jnp.int32),
-        reward=zeros,
-        terminated=jnp.zeros((n_step, num_envs), bool),
-        truncated=jnp.zeros((n_step, num_envs), bool),
-        q_taken=zeros,
-        pos=jnp.zeros((), jnp.int32),
-        count=jnp.zeros((), jnp.int32),
-    )
-
-
-def oldest_window(pending: PendingSteps) -> PendingSteps:
-    """The queue in time order, oldest first (leaves ``[n, E, ...]``; meaningful once full)."""
-    n = pending.reward.shape[0]
-    order = (pending.pos + jnp.arange(n)) % n
-    return jax.tree.map(lambda x: x[order] if x.ndim else x, pending)
-
-
-def push_pending(pending: PendingSteps, step: dict[str, Any]) -> PendingSteps:
-    """Add one time row (leaves ``[E, ...]``) in place of the oldest."""
-    n = pending.reward.shape[0]
-    row = pending.pos
-    return pending.replace(
-        embedding=pending.embedding.at[row].set(step["embedding"]),
-        obs=jax.tree.map(
-            lambda store, new: store.at[row].set(new.astype(store.dtype)), pending.obs, step["obs"]
-        ),
-        action=pending.action.at[row].set(step["action"]),
-        reward=pending.reward.at[row].set(step["reward"]),
-        terminated=pending.terminated.at[row].set(step["terminated"]),
-        truncated=pending.truncated.at[row].set(step["truncated"]),
-        q_taken=pending.q_taken.at[row].set(step["q_taken"]),
-        pos=(row + 1) % n,
-        count=jnp.minimum(pending.count + 1, n),
-    )
 
 
 def n_step_targets(
@@ -320,19 +259,22 @@ def make(cfg: Any) -> Algo:
         key, net_key, env_key = jax.random.split(key, 3)
         runner = rollouts.start(env, env_params, env_key, num_envs)
         params = network.init(net_key, runner.obs)
-        embedding = network.apply(params, runner.obs)
-        obs = stored(runner.obs)
-        entry = {
-            "obs": jax.tree.map(lambda x: x[0], obs),
+        one_obs = jax.tree.map(lambda x: x[0], stored(runner.obs))
+        entry = {"obs": one_obs, "action": jnp.int32(0), "target": jnp.float32(0), "valid": jnp.bool_(False)}
+        waiting = {
+            "embedding": jnp.zeros((algo_cfg.key_size,), jnp.float32),
+            "obs": one_obs,
             "action": jnp.int32(0),
-            "target": jnp.float32(0),
-            "valid": jnp.bool_(False),
+            "reward": jnp.float32(0),
+            "terminated": jnp.bool_(False),
+            "truncated": jnp.bool_(False),
+            "q_taken": jnp.float32(0),
         }
         return TrainState(
             params=params,
             opt_state=optimizer.init(params),
             dnd=dnd_lib.init(num_actions, algo_cfg.capacity, algo_cfg.key_size),
-            pending=init_pending(algo_cfg.n_step, num_envs, embedding, obs),
+            pending=replay.init(algo_cfg.n_step, num_envs, waiting),
             buffer=replay.init(buffer_capacity(algo_cfg), num_envs, entry),
             runner=runner,
             key=key,
@@ -348,22 +290,23 @@ def make(cfg: Any) -> Algo:
         step = jax.tree.map(lambda x: x[0], transitions)
         embedding, q_taken, q_max = step.extras
         # The oldest pending step's window is complete now that max_a Q(s_t, a) is known.
-        window = oldest_window(pending)
-        over_time = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731  [N, E] -> [E, N]
+        # Only the small per-step fields are put in time order (every call copies what it orders).
+        scalars = {name: pending.data[name] for name in ("reward", "terminated", "truncated", "q_taken")}
+        window = jax.tree.map(lambda x: x.T, replay.time_ordered(pending, scalars))  # [E, N]
         targets = n_step_targets(
-            over_time(window.reward),
-            over_time(window.terminated),
-            over_time(window.truncated),
-            over_time(window.q_taken),
+            window["reward"],
+            window["terminated"],
+            window["truncated"],
+            window["q_taken"],
             q_max,
             algo_cfg.gamma,
         )
-        full = pending.count == algo_cfg.n_step
-        oldest = jax.tree.map(lambda x: x[0] if x.ndim else x, window)
+        full = replay.size(pending) == algo_cfg.n_step
+        oldest = replay.oldest(pending)
         table = dnd_lib.write(
             table,
-            oldest.action,
-            oldest.embedding,
+            oldest["action"],
+            oldest["embedding"],
             targets,
             algo_cfg.alpha,
             mask=jnp.broadcast_to(full, (num_envs,)),
@@ -371,13 +314,13 @@ def make(cfg: Any) -> Algo:
         buffer = replay.add(
             buffer,
             {
-                "obs": oldest.obs,
-                "action": oldest.action,
+                "obs": oldest["obs"],
+                "action": oldest["action"],
                 "target": targets,
                 "valid": jnp.broadcast_to(full, (num_envs,)),
             },
         )
-        pending = push_pending(
+        pending = replay.add(
             pending,
             {
                 "embedding": embedding,
@@ -486,16 +429,12 @@ def make(cfg: Any) -> Algo:
 
 __all__ = [
     "Config",
-    "PendingSteps",
     "TrainState",
     "buffer_capacity",
-    "init_pending",
     "make",
     "make_network",
     "make_optimizer",
     "n_step_targets",
     "nec_loss",
-    "oldest_window",
-    "push_pending",
     "validate_config",
 ]

@@ -170,6 +170,23 @@ def add(buffer: ReplayBuffer, step: PyTree) -> ReplayBuffer:
     return add_batch(buffer, jax.tree.map(check_leaf, buffer.data, step))
 
 
+def time_ordered(buffer: ReplayBuffer, data: PyTree = None) -> PyTree:
+    """Every time row, oldest first: leaves ``[capacity, num_envs, ...]``.
+
+    Once the buffer is full this is the last ``capacity`` steps of each env in time order (e.g. the
+    window of steps still waiting for their n-step returns); before that the unwritten (zero) rows come
+    first, then the written ones oldest first. ``data``: a part of ``buffer.data`` to order instead of
+    all of it (e.g. ``{"reward": buffer.data["reward"]}``: every call copies what it orders).
+    """
+    rows = (buffer.write_pos + jnp.arange(buffer.capacity, dtype=jnp.int32)) % buffer.capacity
+    return jax.tree.map(lambda leaf: leaf[rows], buffer.data if data is None else data)
+
+
+def oldest(buffer: ReplayBuffer) -> PyTree:
+    """The oldest time row once the buffer is full (the next one overwritten): leaves ``[num_envs, ...]``."""
+    return jax.tree.map(lambda leaf: leaf[buffer.write_pos], buffer.data)
+
+
 def sample_sequences(
     buffer: ReplayBuffer, key: jax.Array, batch_size: int, length: int
 ) -> tuple[PyTree, jax.Array]:
