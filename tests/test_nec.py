@@ -121,6 +121,7 @@ def test_tiny_catch_run_learns_with_two_vmapped_seeds(tmp_path):
         (["algo.batch_size=64", "algo.buffer_size=32"], "larger than the replay memory"),
         (["env.id=Breakout-MinAtar", "algo.encoder_hidden=[64,64]"], "one hidden layer"),
         (["env.id=CartPole-v1", "algo.binary_obs=true"], "binary_obs"),
+        (["algo.n_step=600"], "n_step=600 is longer than CartPole-v1's episodes"),
     ],
 )
 def test_config_mistakes_are_one_line_errors(overrides, words):

@@ -135,6 +135,12 @@ def validate_config(cfg: Any) -> None:
             f"({capacity * algo.num_envs} entries)"
         )
     env, params = make_env(cfg.env)
+    limit = getattr(params, "max_steps_in_episode", None)
+    if limit is not None and algo.n_step > int(limit):
+        raise ConfigError(
+            f"algo.n_step={algo.n_step} is longer than {cfg.env.id}'s episodes (at most {int(limit)} steps): "
+            f"every window would end inside its episode; use algo.n_step <= {int(limit)}"
+        )
     space = env.observation_space(params)
     try:
         make_network(algo, space)
