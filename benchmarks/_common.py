@@ -206,6 +206,16 @@ def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     return out
 
 
+def run_wall_time(summary: dict[str, Any]) -> str:
+    """A finished run's wall time from its ``summary.json``, saying when it covers only the part of
+    the run after a resume."""
+    wall = f"{summary['wall_time_s'] / 60:.1f} min (compile {summary['compile_s']:.0f} s)"
+    updates_run, num_updates = summary.get("updates_run"), summary.get("num_updates")
+    if updates_run is not None and num_updates is not None and updates_run < num_updates:
+        wall += f" for the last {updates_run:,} of {num_updates:,} updates (resumed)"
+    return wall
+
+
 def finish_report(report: dict[str, Any], load_start: list[float] | None, out: str | None) -> dict[str, Any]:
     """Add the machine and the load averages around the measurement to ``report``; write it to
     ``out`` as JSON when given (printing where); return it."""

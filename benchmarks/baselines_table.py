@@ -29,6 +29,7 @@ _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:  # run as `python benchmarks/baselines_table.py`
     sys.path.insert(0, str(_ROOT))
 
+from benchmarks import _common  # noqa: E402
 from jaxmeta.plots import band, compact_number, read_metrics, samples_at, seed_curve  # noqa: E402
 
 # (config, target: (comparison, value) or None, published reference for the same setting or None)
@@ -114,10 +115,7 @@ def row(name: str, summary: dict[str, Any] | None, target: Any, reference: str |
         op, value = target
         ok = ev["mean"] >= value if op == ">=" else ev["mean"] <= value
         met = f"{op} {value:g}: {'met' if ok else 'missed'}"
-    wall = f"{summary['wall_time_s'] / 60:.1f} min (compile {summary['compile_s']:.0f} s)"
-    updates_run, num_updates = summary.get("updates_run"), summary.get("num_updates")
-    if updates_run is not None and num_updates is not None and updates_run < num_updates:
-        wall += f" for the last {updates_run:,} of {num_updates:,} updates (resumed)"
+    wall = _common.run_wall_time(summary)
     speed = summary.get("samples_per_s")
     speed_text = f"{speed:,.0f}" if speed else ""
     return (

@@ -368,3 +368,42 @@ def test_baselines_table_reads_finished_and_unfinished_runs(tmp_path):
     assert "not run yet" in rows["`configs/ppo_pendulum.yaml`"]
     assert (tmp_path / "docs" / "baselines.md").read_text().endswith(table + "\n")
     assert (tmp_path / "docs" / "figures" / "baselines.png").stat().st_size > 0
+
+
+def test_episodic_table_reads_returns_at_the_lecture_frame_counts(tmp_path):
+    """Cells come from the evaluation at exactly 100k/250k/500k/1M frames; a frame count a run has not
+    reached is '-'; a run still training says so. Values are typed in by hand here."""
+    from benchmarks import episodic_table
+
+    runs = tmp_path / "runs"
+
+    def run(name, evals, summary=None):
+        (runs / name).mkdir(parents=True)
+        rows = [
+            {"kind": "train", "update": u, "seed": s, "env_steps": 50_000 * u}
+            for u in range(1, 21)
+            for s in (0, 1)
+        ]
+        rows += [
+            {"kind": "eval", "update": u, "seed": s, "eval/return": value}
+            for u, values in evals.items()
+            for s, value in enumerate(values)
+        ]
+        (runs / name / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        (runs / name / "config.yaml").write_text(yaml.safe_dump({"env": {"id": "Breakout-MinAtar"}}))
+        if summary:
+            (runs / name / "summary.json").write_text(json.dumps(summary))
+
+    finished = {"wall_time_s": 600.0, "compile_s": 9.0, "samples_per_s": 1234.0}
+    run("ec_nec_breakout", {2: [1.0, 3.0], 5: [4.0, 6.0], 10: [7.0, 7.0], 20: [9.0, 11.0]}, finished)
+    run("ec_dqn_breakout", {2: [0.0, 2.0], 3: [5.0, 5.0], 5: [2.0, 2.0]})  # training; no 1M yet
+    text = episodic_table.main(["--runs", str(runs), "--out", str(tmp_path / "docs")])
+    breakout = text.split("## Asterix-MinAtar")[0]
+    rows = {line.split("|")[1].strip(): line for line in breakout.splitlines() if line.startswith("| ")}
+    assert rows["100,000"].split("|")[2:5] == [" 2.0 ± 1.0 ", " - ", " 1.0 ± 1.0 "]
+    assert rows["250,000"].split("|")[2:5] == [" 5.0 ± 1.0 ", " - ", " 2.0 ± 0.0 "]
+    assert rows["1,000,000"].split("|")[2:5] == [" 10.0 ± 1.0 ", " - ", " - "]
+    assert "| `configs/ec_nec_breakout.yaml` | finished | 10.0 min (compile 9 s) | 1,234 |" in breakout
+    assert "training (last evaluation at update 5)" in breakout
+    assert "| `configs/ec_mfec_breakout.yaml` | not run yet | | |" in breakout
+    assert (tmp_path / "docs" / "figures" / "episodic.png").stat().st_size > 0
