@@ -25,9 +25,9 @@ One update (``make``'s ``update``), all of it fixed-shape:
 4. Once ``learning_starts`` env steps have been collected, ``gradient_steps`` times: a minibatch of
    ``batch_size`` replayed entries is embedded with the current network, its neighbours are found in
    the table of the replayed action, and the squared error ``(Q(s, a) - Q_N)^2`` is minimised: RMSProp
-   on the embedding network, and plain gradient steps of ``table_learning_rate`` on the keys and
-   values of the neighbours used (:func:`jaxmeta.memory.dnd.update_rows`), as in the paper, where the
-   gradient reaches the dictionary too.
+   on the embedding network, and plain gradient steps on the values (``value_learning_rate``) and keys
+   (``key_learning_rate``) of the neighbours used (:func:`jaxmeta.memory.dnd.update_rows`), as in the
+   paper, where the gradient reaches the dictionary too.
 
 Evaluation plays ``eval_episodes`` fresh episodes with epsilon ``eval_epsilon``, reading the tables
 without writing them.
@@ -36,8 +36,10 @@ Defaults follow the paper where it gives them: ``k = 50``, ``delta = 1e-3``, ``N
 ``alpha = 0.1``, keys of 128, RMSProp with step size 7.92e-6, a replay memory of 1e5 and minibatches of
 32, ``gamma = 0.99``. The paper's tables hold 5e5 entries per action; the default here is 5e4 (a
 lookup reads the whole table, and this project's runs are sized for a 2-core CPU). The exploration
-schedule, ``learning_starts``, ``table_learning_rate`` and the number of gradient steps per env step
-are this implementation's choices (the paper does not state them all); see the MinAtar configs.
+schedule, ``learning_starts``, the step sizes on the dictionary and the number of gradient steps per
+env step are this implementation's choices (the paper does not state them all); see the MinAtar
+configs. A key's gradient grows like ``1 / (d^2 + delta)^2`` for a near neighbour, hence the key's much
+smaller step.
 
 Read top to bottom: config, state, the pieces of the method (module-level pure functions), ``make``.
 """
@@ -98,11 +100,14 @@ class Config:
     )
     rmsprop_decay: float = param(0.95, "RMSProp decay of the squared-gradient average", min=0.0, max=1.0)
     rmsprop_eps: float = param(0.01, "RMSProp epsilon", min=0.0, min_exclusive=True)
-    table_learning_rate: float = param(
+    value_learning_rate: float = param(
         0.05,
-        "gradient step on the keys and values of the neighbours used (0: tables change only by writes); "
-        "0.05 = alpha / 2 makes a value's step match the tabular rule when one neighbour dominates",
+        "gradient step on the values of the neighbours used (0: values change only by writes); "
+        "0.05 = alpha / 2 makes it the tabular rule's step when one neighbour dominates",
         min=0.0,
+    )
+    key_learning_rate: float = param(
+        1e-4, "gradient step on the keys of the neighbours used (0: keys stay as written)", min=0.0
     )
     epsilon_start: float = param(1.0, "exploration epsilon when learning starts", min=0.0, max=1.0)
     epsilon_end: float = param(0.01, "exploration epsilon after annealing", min=0.0, max=1.0)
@@ -356,8 +361,9 @@ def make(cfg: Any) -> Algo:
         )(params, keys, values, network, obs, valid, entries["target"], mask, algo_cfg.delta)
         updates, opt_state = optimizer.update(param_grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        lr = algo_cfg.table_learning_rate
-        table = dnd_lib.update_rows(table, action, rows, -lr * key_grads, -lr * value_grads, valid)
+        key_steps = -algo_cfg.key_learning_rate * key_grads
+        value_steps = -algo_cfg.value_learning_rate * value_grads
+        table = dnd_lib.update_rows(table, action, rows, key_steps, value_steps, valid)
         return (params, opt_state, table), (loss, (q * mask).sum() / jnp.maximum(mask.sum(), 1))
 
     def update(state: TrainState) -> tuple[TrainState, Metrics]:
