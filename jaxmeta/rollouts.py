@@ -208,11 +208,29 @@ def evaluation_returns(
     return returns, lengths
 
 
+def evaluation_metrics(
+    env: Any,
+    env_params: Any,
+    policy_fn: RolloutPolicy,
+    policy_params: Any,
+    key: jax.Array,
+    num_episodes: int,
+    policy_carry: Any = None,
+) -> dict[str, jax.Array]:
+    """:func:`evaluation_returns` as a method reports it: ``{"eval/return", "eval/episode_length"}``,
+    the means over the episodes."""
+    returns, lengths = evaluation_returns(
+        env, env_params, policy_fn, policy_params, key, num_episodes, policy_carry=policy_carry
+    )
+    return {"eval/return": returns.mean(), "eval/episode_length": lengths.mean()}
+
+
 __all__ = [
     "EnvRunner",
     "RolloutPolicy",
     "Transition",
     "episode_metrics",
+    "evaluation_metrics",
     "evaluation_returns",
     "rollout",
     "start",

@@ -153,6 +153,23 @@ def require_discrete_actions(cfg: Any) -> None:
         )
 
 
+def check_binary_obs(cfg: Any) -> None:
+    """With ``algo.binary_obs`` (0/1 observations stored as bool), a ``ConfigError`` unless the
+    environment's observations lie in [0, 1]."""
+    import numpy as np
+    from gymnax.environments import spaces
+
+    if not cfg.algo.binary_obs:
+        return
+    env, params = make_env(cfg.env)
+    space = env.observation_space(params)
+    zero_one = isinstance(space, spaces.Box) and np.min(space.low) >= 0 and np.max(space.high) <= 1
+    if not zero_one:
+        raise ConfigError(
+            f"algo.binary_obs needs 0/1 observations; {cfg.env.id} observes {space!r}: set it false"
+        )
+
+
 def require_task_interface(cfg: Any, expert: bool = False) -> None:
     """A ``ConfigError`` unless the configured environment has tasks (``sample_task``, ``reset_to_task``)
     and, with ``expert``, an ``expert_action`` to imitate."""

@@ -63,14 +63,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
-from gymnax.environments import spaces
 
 from envs_jax.vector import as_batched
 from jaxmeta import rollouts
-from jaxmeta.algos.api import Algo, Metrics, make_env, require_discrete_actions
+from jaxmeta.algos.api import Algo, Metrics, check_binary_obs, make_env, require_discrete_actions
 from jaxmeta.config import ConfigError, param
 from jaxmeta.memory import replay
 from jaxmeta.nets.policies import QNetwork, q_network_for
@@ -157,11 +155,7 @@ def validate_config(cfg: Any) -> None:
         make_network(algo, space, env.action_space(params))
     except ValueError as err:
         raise ConfigError(f"algo: {' '.join(str(err).split())}") from None
-    zero_one = isinstance(space, spaces.Box) and np.min(space.low) >= 0 and np.max(space.high) <= 1
-    if algo.binary_obs and not zero_one:
-        raise ConfigError(
-            f"algo.binary_obs needs 0/1 observations; {cfg.env.id} observes {space!r}: set it false"
-        )
+    check_binary_obs(cfg)
 
 
 @struct.dataclass
@@ -434,10 +428,9 @@ def make(cfg: Any) -> Algo:
     def evaluate(state: TrainState, key: jax.Array) -> Metrics:
         """``eval_episodes`` fresh episodes with epsilon ``eval_epsilon``, played to their end."""
         epsilon = jnp.asarray(algo_cfg.eval_epsilon, jnp.float32)
-        returns, lengths = rollouts.evaluation_returns(
+        return rollouts.evaluation_metrics(
             env, env_params, policy, (state.params, epsilon), key, algo_cfg.eval_episodes
         )
-        return {"eval/return": returns.mean(), "eval/episode_length": lengths.mean()}
 
     describe = (
         f"{algo_cfg.num_envs} envs x {algo_cfg.num_steps} steps, "

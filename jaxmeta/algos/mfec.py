@@ -280,7 +280,7 @@ def make(cfg: Any) -> Algo:
     def evaluate(state: TrainState, key: jax.Array) -> Metrics:
         """``eval_episodes`` fresh episodes with epsilon ``eval_epsilon``, played to their end."""
         epsilon = jnp.asarray(algo_cfg.eval_epsilon, jnp.float32)
-        returns, lengths = rollouts.evaluation_returns(
+        return rollouts.evaluation_metrics(
             env,
             env_params,
             evaluation_policy,
@@ -288,7 +288,6 @@ def make(cfg: Any) -> Algo:
             key,
             algo_cfg.eval_episodes,
         )
-        return {"eval/return": returns.mean(), "eval/episode_length": lengths.mean()}
 
     describe = (
         f"{num_envs} envs x {algo_cfg.num_steps} steps, returns of up to {horizon} steps, "

@@ -52,14 +52,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
-from gymnax.environments import spaces
 
 from envs_jax.vector import as_batched
 from jaxmeta import rollouts
-from jaxmeta.algos.api import Algo, Metrics, make_env, require_discrete_actions
+from jaxmeta.algos.api import Algo, Metrics, check_binary_obs, make_env, require_discrete_actions
 from jaxmeta.algos.dqn import epsilon_greedy, epsilon_schedule
 from jaxmeta.config import ConfigError, param
 from jaxmeta.memory import dnd as dnd_lib
@@ -151,11 +149,7 @@ def validate_config(cfg: Any) -> None:
         make_network(algo, space)
     except ValueError as err:
         raise ConfigError(f"algo: {' '.join(str(err).split())}") from None
-    zero_one = isinstance(space, spaces.Box) and np.min(space.low) >= 0 and np.max(space.high) <= 1
-    if algo.binary_obs and not zero_one:
-        raise ConfigError(
-            f"algo.binary_obs needs 0/1 observations; {cfg.env.id} observes {space!r}: set it false"
-        )
+    check_binary_obs(cfg)
 
 
 @struct.dataclass
@@ -414,7 +408,7 @@ def make(cfg: Any) -> Algo:
     def evaluate(state: TrainState, key: jax.Array) -> Metrics:
         """``eval_episodes`` fresh episodes with epsilon ``eval_epsilon``, played to their end."""
         epsilon = jnp.asarray(algo_cfg.eval_epsilon, jnp.float32)
-        returns, lengths = rollouts.evaluation_returns(
+        return rollouts.evaluation_metrics(
             env,
             env_params,
             evaluation_policy,
@@ -422,7 +416,6 @@ def make(cfg: Any) -> Algo:
             key,
             algo_cfg.eval_episodes,
         )
-        return {"eval/return": returns.mean(), "eval/episode_length": lengths.mean()}
 
     describe = (
         f"{num_envs} envs x {algo_cfg.num_steps} steps, {algo_cfg.gradient_steps} gradient step(s) of "

@@ -427,7 +427,7 @@ def make(cfg: Any) -> Algo:
     def evaluate(state: TrainState, key: jax.Array) -> Metrics:
         """``eval_episodes`` fresh episodes played to their end by the current policy."""
         episodes = algo_cfg.eval_episodes
-        returns, lengths = rollouts.evaluation_returns(
+        return rollouts.evaluation_metrics(
             env,
             env_params,
             policy(algo_cfg.eval_greedy),
@@ -436,7 +436,6 @@ def make(cfg: Any) -> Algo:
             episodes,
             policy_carry=initial_hidden(episodes),
         )
-        return {"eval/return": returns.mean(), "eval/episode_length": lengths.mean()}
 
     describe = (
         f"{num_envs} envs x {num_steps} steps ({num_envs * num_steps} env steps), "
