@@ -216,6 +216,49 @@ def run_wall_time(summary: dict[str, Any]) -> str:
     return wall
 
 
+def draw_eval_returns(
+    ax: Any, table: dict[str, Any], color: str, label: str, running: bool, **kw: Any
+) -> None:
+    """A run's evaluation return (mean +- std over seeds) against its env steps (updates where it
+    logged none); dashed while the run is still ``running``. ``table`` as ``jaxmeta.plots.read_metrics``."""
+    from jaxmeta.plots import band, samples_at, seed_curve
+
+    updates, mean, std = seed_curve(table["eval"]["eval/return"])
+    steps = samples_at(table, "env_steps", updates)
+    band(
+        ax,
+        updates if steps is None else steps,
+        mean,
+        std,
+        color,
+        label=label,
+        linestyle="--" if running else "-",
+        **kw,
+    )
+
+
+def save_curve_panels(fig: Any, axes: Any, titles: Sequence[str], xlabel: str, path: Path) -> Path:
+    """Title, label and grid every panel of a figure of evaluation curves, save it to ``path``."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from jaxmeta.plots import compact_number
+
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("evaluation return")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(compact_number))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def finish_report(report: dict[str, Any], load_start: list[float] | None, out: str | None) -> dict[str, Any]:
     """Add the machine and the load averages around the measurement to ``report``; write it to
     ``out`` as JSON when given (printing where); return it."""

@@ -30,7 +30,7 @@ if str(_ROOT) not in sys.path:  # run as `python benchmarks/baselines_table.py`
     sys.path.insert(0, str(_ROOT))
 
 from benchmarks import _common  # noqa: E402
-from jaxmeta.plots import band, compact_number, read_metrics, samples_at, seed_curve  # noqa: E402
+from jaxmeta.plots import read_metrics, samples_at  # noqa: E402
 
 # (config, target: (comparison, value) or None, published reference for the same setting or None)
 ROWS: list[tuple[str, tuple[str, float] | None, str | None]] = [
@@ -131,37 +131,15 @@ def figure(runs: Path, out: Path) -> Path:
     for ax, env in zip(axes, envs, strict=True):
         for i, (name, _, _) in enumerate(ROWS):
             summary = load(runs, name)
-            if summary is None or summary["env"] != env:
+            if summary is None or summary["env"] != env or not summary["table"]["eval"].get("eval/return"):
                 continue
-            series = summary["table"]["eval"].get("eval/return")
-            if not series:
-                continue
-            updates, mean, std = seed_curve(series)
-            x = samples_at(summary["table"], "env_steps", updates)
             unfinished = bool(summary.get("unfinished"))
-            band(
-                ax,
-                updates if x is None else x,
-                mean,
-                std,
-                f"C{i}",
-                label=name + (" (unfinished)" if unfinished else ""),
-                linestyle="--" if unfinished else "-",
-                zorder=len(ROWS) - i,  # a run that continues an earlier one is drawn under it
-            )
-        ax.set_title(env, fontsize=10)
-        ax.set_xlabel("env steps (per seed)")
-        ax.set_ylabel("evaluation return")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(compact_number))
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path = out / "figures" / "baselines.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+            label = name + (" (unfinished)" if unfinished else "")
+            # A run that continues an earlier one is drawn under it.
+            _common.draw_eval_returns(ax, summary["table"], f"C{i}", label, unfinished, zorder=len(ROWS) - i)
+    return _common.save_curve_panels(
+        fig, axes, envs, "env steps (per seed)", out / "figures" / "baselines.png"
+    )
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -31,7 +31,7 @@ if str(_ROOT) not in sys.path:  # run as `python benchmarks/episodic_table.py`
     sys.path.insert(0, str(_ROOT))
 
 from benchmarks import _common  # noqa: E402
-from jaxmeta.plots import band, compact_number, read_metrics, samples_at, seed_curve  # noqa: E402
+from jaxmeta.plots import read_metrics, samples_at  # noqa: E402
 
 GAMES = {
     "breakout": "Breakout-MinAtar",
@@ -123,36 +123,15 @@ def game_table(runs: Path, game: str) -> list[str]:
 
 def figure(runs: Path, out: Path) -> Path:
     fig, axes = plt.subplots(1, len(GAMES), figsize=(4.2 * len(GAMES), 3.4))
-    for ax, (game, env_id) in zip(axes, GAMES.items(), strict=True):
+    for ax, game in zip(axes, GAMES, strict=True):
         for i, method in enumerate(METHODS):
             run = load(runs, run_name(method, game))
-            if run is None:
-                continue
-            updates, mean, std = seed_curve(run["table"]["eval"]["eval/return"])
-            x = samples_at(run["table"], "env_steps", updates)
-            training = run["summary"] is None
-            band(
-                ax,
-                updates if x is None else x,
-                mean,
-                std,
-                f"C{i}",
-                label=method.upper() + (" (training)" if training else ""),
-                linestyle="--" if training else "-",
-            )
-        ax.set_title(env_id, fontsize=10)
-        ax.set_xlabel("frames (per seed)")
-        ax.set_ylabel("evaluation return")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(compact_number))
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
+            if run is not None:
+                training = run["summary"] is None
+                label = method.upper() + (" (training)" if training else "")
+                _common.draw_eval_returns(ax, run["table"], f"C{i}", label, training)
     path = out / "figures" / "episodic.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _common.save_curve_panels(fig, axes, list(GAMES.values()), "frames (per seed)", path)
 
 
 def main(argv: list[str] | None = None) -> str:
