@@ -167,3 +167,32 @@ def test_rejax_speed_quick_times_the_same_work_on_both_sides():
             )
         ratio = ours["env_steps_per_s"] / theirs["env_steps_per_s"]
         assert abs(result["ours_over_rejax"] - ratio) < 1e-9
+
+
+def test_dnd_lookup_quick_finds_faiss_neighbours_and_reports_its_blocks(tmp_path):
+    """Skipped without faiss (the bench extra). The search's neighbours are faiss's, and every rate is
+    the batch over the median of the blocks it recorded."""
+    pytest.importorskip("faiss")
+    from benchmarks import dnd_lookup
+
+    report = dnd_lookup.main(["--quick", "--cases", "30000x4,2000x1", "--out", str(tmp_path / "d.json")])
+    for case in report["results"]:
+        assert case["correctness"]["not_explained_by_ties"] == 0
+        for name in ("faiss_blas", "faiss_default", "jax_top_k", "dnd_search", "dnd_lookup"):
+            timing = case[name]
+            assert timing["queries_per_s"] == pytest.approx(
+                case["batch"] / statistics.median(timing["block_s_per_call"])
+            )
+    assert json.loads((tmp_path / "d.json").read_text())["results"][0]["keys"] == 30000
+
+
+@pytest.mark.slow
+def test_episodic_speed_quick_counts_the_frames_of_its_blocks(tmp_path):
+    from benchmarks import episodic_speed
+
+    report = episodic_speed.main(["--quick", "--seeds", "2", "--out", str(tmp_path / "s.json")])
+    for method in ("nec", "mfec", "dqn"):
+        r = report["results"][method]
+        per_update = 16 * 2  # 16 frames per update in every ec_ config, 2 seeds
+        assert r["frames_per_block"] == per_update * report["updates_per_block"]
+        assert r["frames_per_s"] == pytest.approx(r["frames_per_block"] / statistics.median(r["block_s"]))
