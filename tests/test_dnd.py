@@ -301,9 +301,10 @@ def test_vmapped_over_seeds_equals_each_seed_alone():
         estimates, table, _ = dnd_lib.lookup(table, k, 2)
         return estimates, table.values
 
-    together = jax.vmap(step)(keys, values, actions)
+    together = jax.jit(jax.vmap(step))(keys, values, actions)
+    alone_jit = jax.jit(step)
     for seed in range(3):
-        alone = step(keys[seed], values[seed], actions[seed])
+        alone = alone_jit(keys[seed], values[seed], actions[seed])
         for got, want in zip(together, alone, strict=True):
             np.testing.assert_allclose(np.asarray(got[seed]), np.asarray(want), rtol=1e-6)
 
