@@ -31,18 +31,24 @@ def brute_force(stored_keys, stored_values, query, k, delta):
 
 
 @pytest.mark.parametrize(
-    "capacity, counts, k",
+    "capacity, counts, k, two_stage",
     [
-        (40, [40, 25, 3], 5),  # plain top-k; one table not full, one with fewer than k entries
-        (3000, [3000, 1700, 0], 5),  # two-stage top-k (3000 >= 8 * 5 * 64), a padded last block
-        (6400, [6400, 6400, 6399], 8),
+        (40, [40, 25, 3], 5, False),  # one top-k; one table not full, one with fewer than k entries
+        (300_000, [300_000, 170_000, 0], 5, True),  # two stages: blocks of 32, chunks of 225 blocks
+        (6400, [6400, 6400, 6399], 8, False),
     ],
 )
-def test_lookup_matches_numpy_brute_force(capacity, counts, k):
+def test_lookup_matches_numpy_brute_force(capacity, counts, k, two_stage):
     rng = np.random.default_rng(capacity)
-    key_size, delta = 16, 1e-3
-    table, actions, keys, values = filled(rng, 3, capacity, key_size, counts)
-    queries = rng.normal(size=(7, key_size)).astype(np.float32)
+    key_size, delta, num_queries = 16, 1e-3, 7
+    assert bool(dnd_lib._block_size(capacity, k, num_queries)) == two_stage
+    keys = rng.normal(size=(3, capacity, key_size)).astype(np.float32)
+    values = rng.normal(size=(3, capacity)).astype(np.float32)
+    table = dnd_lib.from_arrays(keys, values, valid=np.arange(capacity)[None] < np.array(counts)[:, None])
+    keys = np.concatenate([keys[a, :n] for a, n in enumerate(counts)])
+    values = np.concatenate([values[a, :n] for a, n in enumerate(counts)])
+    actions = np.concatenate([np.full(n, a) for a, n in enumerate(counts)])
+    queries = rng.normal(size=(num_queries, key_size)).astype(np.float32)
     estimates, _, neighbours = jax.jit(dnd_lib.lookup, static_argnums=2)(table, queries, k, delta)
     for a in range(3):
         stored_keys, stored_values = keys[actions == a], values[actions == a]  # rows 0.. in write order
