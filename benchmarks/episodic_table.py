@@ -54,7 +54,8 @@ training frames per second summed over the seeds.
 
 The lecture's Table 1 (Atari, median human-normalised score over 57 games) for orientation: NEC 16.7%
 and MFEC 12.8% at 1M frames against Nature DQN's -0.7%; 27.8% / 16.7% / 0.0% at 2M; 36.0% / 26.6% /
-2.4% at 4M. MinAtar scores are raw game scores, not human-normalised.
+2.4% at 4M. MinAtar scores are raw game scores, not human-normalised. Why NEC is or is not ahead
+here, with the diagnostic runs behind it: `docs/episodic_notes.md` (written by hand).
 
 """
 
