@@ -16,6 +16,7 @@ from typing import Any
 import jax
 
 from envs_jax import tasks
+from envs_jax.bandits import BanditTask, BernoulliBandit
 from envs_jax.gridworld import Gridworld, GridworldTask, make_task_set, optimal_returns
 from envs_jax.registry import EnvEntry, Setting, check_value, entry, register, registered
 from envs_jax.vector import VmapEnv, as_batched
@@ -122,6 +123,25 @@ register(
 )
 
 
+register(
+    EnvEntry(
+        id="BernoulliBandit-v0",
+        build=BernoulliBandit,
+        description="the k-armed Bernoulli bandit of RL^2: arm probabilities uniform on [0, 1] per task, "
+        "one pull per step, nothing observed but the rewards",
+        settings={
+            "num_arms": Setting(5, "arms k", "constructor", min=2, max=4096),
+            "max_steps_in_episode": Setting(
+                1,
+                "pulls per episode (RL^2: 1, a trial of n episodes); the episode then terminates",
+                "params",
+                min=1,
+            ),
+        },
+    )
+)
+
+
 def _numpy_chain(length: int, max_steps: int) -> Any:
     from envs_jax.host.toy import make_numpy_chain  # imported when asked for: the host path is optional
 
@@ -145,6 +165,8 @@ register(
 
 
 __all__ = [
+    "BanditTask",
+    "BernoulliBandit",
     "EnvEntry",
     "Gridworld",
     "GridworldTask",

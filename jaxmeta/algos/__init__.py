@@ -4,7 +4,7 @@ Each module defines ``Config`` (its ``algo`` config section, a dataclass),
 ``make(cfg: RunConfig) -> Algo`` and optionally ``validate_config(cfg)``.
 """
 
-from jaxmeta.algos import bc, dqn, failure_replay, mfec, nec, ppo, ppo_finetune, snail
+from jaxmeta.algos import bc, dqn, failure_replay, mfec, nec, ppo, ppo_finetune, rl2, snail
 from jaxmeta.algos.api import Algo, train
 
 REGISTRY = {
@@ -15,6 +15,7 @@ REGISTRY = {
     "nec": nec,
     "ppo": ppo,
     "ppo_finetune": ppo_finetune,
+    "rl2": rl2,
     "snail": snail,
 }
 

@@ -1,6 +1,6 @@
 """Flax (linen) modules shared by the methods: encoders, MLPs, policy heads."""
 
-from jaxmeta.nets.encoders import DictEncoder, DiscreteEncoder, VectorEncoder, encoder_for
+from jaxmeta.nets.encoders import DictEncoder, DiscreteEncoder, TrialStepEncoder, VectorEncoder, encoder_for
 from jaxmeta.nets.heads import (
     ActionDist,
     CategoricalDist,
@@ -36,6 +36,7 @@ __all__ = [
     "TanhGaussianDist",
     "TanhGaussianHead",
     "Torso",
+    "TrialStepEncoder",
     "VectorEncoder",
     "actor_critic_for",
     "encoder_for",

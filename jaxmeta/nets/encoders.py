@@ -99,6 +99,28 @@ class StepEncoder(nn.Module):
         return MLP((self.features, self.features))(nn.relu(merged))
 
 
+class TrialStepEncoder(nn.Module):
+    """RL^2's input (Duan et al. 2016): the observation with the previous action, reward and done flag.
+
+    ``{"obs", "prev_action", "prev_reward", "prev_done"}`` (leaves ``[..., ...]``) -> ``[..., features]``:
+    ``obs_encoder(obs)`` (ReLU), the previous action one-hot over ``num_actions + 1`` (index
+    ``num_actions``: no action yet, the trial's first step), the previous reward and whether the previous
+    step ended an episode, concatenated and mapped by one Dense layer (a linear embedding).
+    """
+
+    obs_encoder: nn.Module
+    num_actions: int
+    features: int
+
+    @nn.compact
+    def __call__(self, inputs: dict[str, jax.Array]) -> jax.Array:
+        obs = nn.relu(self.obs_encoder(inputs["obs"]))
+        action = jax.nn.one_hot(inputs["prev_action"], self.num_actions + 1, dtype=jnp.float32)
+        reward = inputs["prev_reward"].astype(jnp.float32)[..., None]
+        done = inputs["prev_done"].astype(jnp.float32)[..., None]
+        return nn.Dense(self.features)(jnp.concatenate([obs, action, reward, done], axis=-1))
+
+
 class VectorEncoder(nn.Module):
     """``[..., *obs_shape]`` -> ``[..., features]``: flatten the last ``obs_ndim`` dims, then an MLP.
 
