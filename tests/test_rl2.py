@@ -193,3 +193,26 @@ def test_bad_configs_exit_2_in_one_line(args, needle, tmp_path):
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_tiny_gridworld_run_on_a_fixed_task_set(tmp_path):
+    from helpers import tiny_config
+
+    cfg = tiny_config(
+        "rl2",
+        str(tmp_path / "run"),
+        4,
+        "env.size=5",
+        "env.max_steps_in_episode=8",
+        "algo.trial.num_steps=16",
+        "algo.gru_size=16",
+        "algo.features=16",
+        "algo.obs_features=16",
+        "algo.conv_channels=[8]",
+        "algo.num_minibatches=2",
+    )
+    runner.run(cfg)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    returns = summary["eval"]["episode_return"]["mean"]
+    assert len(returns) == 2 and all(-1.0 <= r <= 1.0 for r in returns)
+    assert "Bayes-optimal" in summary["references"]  # Gridworld's references reach the report

@@ -233,6 +233,7 @@ def make_parts(cfg: Any) -> Parts:
     else:
         setup = make_env_setup(cfg, algo_cfg.num_train_tasks, algo_cfg.num_test_tasks)
         env, env_params, train_tasks, test_tasks = setup
+        num_train = envs_jax.tasks.num_tasks(train_tasks)  # train_every_goal completes whole groups
     num_actions = int(env.action_space(env_params).n)
     network = make_network(algo_cfg, env.observation_space(env_params), num_actions)
     optimizer = ppo.make_optimizer(algo_cfg, cfg.num_updates)
@@ -269,7 +270,7 @@ def make_parts(cfg: Any) -> Parts:
             task_ids = jnp.arange(batch)
         else:
             tasks = train_tasks
-            task_ids = jax.random.randint(task_key, (batch,), 0, algo_cfg.num_train_tasks)
+            task_ids = jax.random.randint(task_key, (batch,), 0, num_train)
         data, episodes, _ = run_trials(
             env,
             env_params,
