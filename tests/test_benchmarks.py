@@ -196,3 +196,27 @@ def test_episodic_speed_quick_counts_the_frames_of_its_blocks(tmp_path):
         per_update = 16 * 2  # 16 frames per update in every ec_ config, 2 seeds
         assert r["frames_per_block"] == per_update * report["updates_per_block"]
         assert r["frames_per_s"] == pytest.approx(r["frames_per_block"] / statistics.median(r["block_s"]))
+
+
+def test_bandit_table_quick_reports_what_it_measured(tmp_path):
+    from benchmarks import bandit_table
+
+    out, doc = tmp_path / "b.json", tmp_path / "b.md"
+    report = bandit_table.main(
+        ["--quick", "--policies", "random,ucb1,greedy", "--out", str(out), "--doc", str(doc)]
+    )
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    (entry,) = report["settings"]
+    n, k, cells = entry["n"], entry["k"], entry["cells"]
+    assert set(cells) == {"random", "ucb1", "greedy"}
+    random_cell = cells["random"]
+    # Random play earns n x E[p] = n / 2 in expectation: within 4 standard errors.
+    assert abs(random_cell["mean"] - n / 2) < 4 * random_cell["stderr"] + 1e-9
+    tuned = cells["ucb1"]["tuned"]
+    assert tuned["value"] == tuned["grid"][int(np.argmax(tuned["tune_means"]))]
+    assert cells["greedy"]["tuned"] == {}
+    text = doc.read_text()
+    row = next(line for line in text.splitlines() if line.startswith(f"| {n}, {k} |"))
+    for name in ("random", "ucb1", "greedy"):
+        assert f"{cells[name]['mean']:.1f}" in row
+    assert "not run" in row and "not trained" in row  # the columns it did not measure say so
