@@ -220,3 +220,16 @@ def test_bandit_table_quick_reports_what_it_measured(tmp_path):
     for name in ("random", "ucb1", "greedy"):
         assert f"{cells[name]['mean']:.1f}" in row
     assert "not run" in row and "not trained" in row  # the columns it did not measure say so
+
+
+def test_rl2_speed_quick_counts_the_pulls_it_times(tmp_path):
+    from benchmarks import rl2_speed
+
+    report = rl2_speed.main(["--quick", "--out", str(tmp_path / "r.json")])
+    for name in ("rl2", "random"):
+        r = report["results"][name]
+        assert r["pulls_per_call"] == 32 * 10
+        assert r["pulls_timed"] == r["pulls_per_call"] * r["repeats_done"]  # counted inside the calls
+        assert r["steps_per_s"] == pytest.approx(r["pulls_per_call"] / statistics.median(r["run_s"]))
+    ratio = report["results"]["random"]["steps_per_s"] / report["results"]["rl2"]["steps_per_s"]
+    assert report["ratio_random_over_rl2"] == pytest.approx(ratio)
