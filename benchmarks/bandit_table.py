@@ -14,6 +14,7 @@ from trained runs (``runs/rl2_bandit_n{n}_k{k}``, one config per setting:
 Writes ``benchmarks/results/bandit_table.json`` and ``docs/bandits.md``.
 
     python benchmarks/bandit_table.py [--pulls-budget 1000000] [--quick]
+    python benchmarks/bandit_table.py --render-only   # after RL^2 runs: their column, no re-measuring
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import matplotlib
 import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 
 _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:  # run as `python benchmarks/bandit_table.py`
@@ -166,15 +171,13 @@ def run_setting(
 
 
 def rl2_cells(runs_dir: Path, n: int, k: int) -> dict[str, Any] | None:
-    """The RL^2 run of setting (n, k), if trained: mean +- std over seeds of its final evaluation."""
+    """The RL^2 run of setting (n, k), if it has finished: mean +- std over seeds of its final
+    evaluation (``eval.num_tasks`` held-out tasks per seed) and what training cost."""
     summary_path = runs_dir / f"rl2_bandit_n{n}_k{k}" / "summary.json"
     if not summary_path.exists():
         return None
     summary = json.loads(summary_path.read_text())
-    finals = summary.get("final_eval", {}).get("per_seed", {}).get("eval/trial_return")
-    if not finals:
-        return None
-    finals = np.asarray(finals, float)
+    finals = np.asarray(summary["eval"]["total_return"]["per_seed"], float)
     paper = PAPER[(n, k)]["rl2"]
     mean = float(finals.mean())
     return {
@@ -184,7 +187,10 @@ def rl2_cells(runs_dir: Path, n: int, k: int) -> dict[str, Any] | None:
         "paper": paper,
         "relative_gap": (mean - paper) / paper,
         "within_target": abs(mean - paper) / paper <= TARGET,
-        "wall_s": summary.get("wall_s"),
+        "updates": summary.get("updates_run"),
+        "env_steps_per_seed": summary.get("final_train", {}).get("env_steps", {}).get("mean"),
+        "wall_time_s": summary.get("wall_time_s"),
+        "compile_s": summary.get("compile_s"),
     }
 
 
@@ -249,11 +255,65 @@ def write_doc(report: dict[str, Any], path: Path) -> None:
         for name, c in e["cells"].items()
         if "within_target" in c and not c["within_target"]
     ]
+    lines += ["", "## RL^2 runs", ""]
+    trained = [(e["n"], e["k"], e["cells"]["rl2"]) for e in report["settings"] if "rl2" in e["cells"]]
+    if trained:
+        lines += [
+            "Each `python -m jaxmeta.train config=configs/rl2_bandit_n{n}_k{k}.yaml` (3 seeds vectorised "
+            "in one program on this CPU); the cell is the final evaluation, mean +- std over seeds.",
+            "",
+            "| n, k | per seed | updates | env steps per seed | wall time (compile) |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for n, k, cell in trained:
+            per_seed = ", ".join(f"{v:.2f}" for v in cell["per_seed"])
+            wall = (cell.get("wall_time_s") or float("nan")) / 60
+            steps, compile_s = cell.get("env_steps_per_seed") or 0, cell.get("compile_s") or 0
+            lines.append(
+                f"| {n}, {k} | {per_seed} | {cell.get('updates') or '-'} | {steps:,.0f} | "
+                f"{wall:.1f} min ({compile_s:.0f} s) |"
+            )
+    else:
+        lines.append("None has finished yet.")
     lines += ["", "## Cells more than 2% from the paper", ""]
     lines += [f"- {m}" for m in misses] or ["None."]
-    lines += ["", NOTES]
+    lines += ["", "![ours against the paper](figures/bandits.png)", "", NOTES]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+
+
+def write_figure(report: dict[str, Any], path: Path) -> None:
+    """Ours against the paper's number, one panel per n (all k and policies), with the 2% band."""
+    by_n: dict[int, list[tuple[float, float, str]]] = {}
+    for entry in report["settings"]:
+        for name, cell in entry["cells"].items():
+            if "paper" in cell:
+                by_n.setdefault(entry["n"], []).append((cell["paper"], cell["mean"], name))
+    if not by_n:
+        return
+    markers = dict(zip((*COLUMNS, "rl2"), "os^vDP*X", strict=True))
+    fig, axes = plt.subplots(1, len(by_n), figsize=(4.2 * len(by_n), 4.0), squeeze=False)
+    for ax, (n, points) in zip(axes[0], sorted(by_n.items()), strict=True):
+        values = [v for p in points for v in p[:2]]
+        low, high = min(values) * 0.95, max(values) * 1.03
+        line = np.linspace(low, high, 2)
+        ax.fill_between(line, line * (1 - TARGET), line * (1 + TARGET), color="0.85", label="within 2%")
+        ax.plot(line, line, color="0.5", lw=0.8)
+        for name in markers:
+            xs = [p[0] for p in points if p[2] == name]
+            ys = [p[1] for p in points if p[2] == name]
+            if xs:
+                ax.scatter(xs, ys, marker=markers[name], s=28, label=TITLES[name])
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
+        ax.set_title(f"n = {n} pulls (k = 5, 10, 50)", fontsize=10)
+        ax.set_xlabel("RL^2 paper, Table 1")
+        ax.set_ylabel("ours (mean total reward)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 NOTES = """## How the policies are set up, and why
@@ -265,16 +325,24 @@ NOTES = """## How the policies are set up, and why
   calibration against a safe arm with a backward dynamic programme over all (successes, failures)
   states (`jaxmeta.bandits.gittins_indices`; checked against an independent bisection in
   `tests/test_bandits.py`). The problem here is undiscounted with a known horizon n, for which no
-  index policy is optimal; the discount is tuned per setting like the other policies' settings.
+  index policy is optimal; the discount is tuned per setting like the other policies' settings (the
+  RL^2 authors' later baseline code tuned it over 0.9, 0.99, 0.999 and 0.9999; at n = 10 a discount
+  of 0.5, below their grid, does best here).
 - **OTS** is the RL^2 authors' variant (their baseline code, `optimistic_thompson`): draw m joint
   posterior samples and act on the most probable one. It reproduces their column; Chapelle & Li's
   optimistic TS (each draw raised to the posterior mean) is shown beside the tuned settings for
   comparison.
 - **UCB1** is `mean + c sqrt(2 ln t / (s + f + 2))` on the posterior mean, `c` tuned (c = 1 is
   Auer et al.'s UCB1 with pseudo-counts), as in the RL^2 authors' code.
-- **Noise.** The paper used 1000 tasks per cell: its own standard errors are about 0.05 at n = 10,
-  0.4 at n = 100 and 2 at n = 500 (e.g. its Random at n = 10, k = 50 is 5.1, where the expectation is
-  exactly 5.0).
+- **Noise, and the cells that miss.** The paper used 1000 tasks per cell and printed one decimal:
+  its standard errors are about 0.05-0.08 at n = 10, 0.4 at n = 100 and 2 at n = 500, and at n = 10
+  the rounding alone is worth up to 0.75%; the 2% target is 0.13 there, under two of the paper's
+  standard errors. Every miss is at n = 10 and all but one in the row n = 10, k = 50, where the
+  paper's numbers sit together about 0.1-0.2 below ours except Random's, which is 0.1 above, and
+  Random's expectation is exactly n / 2 = 5.0 (ours: 4.99 +- 0.02): the paper's task sample for that
+  row is off by that much, and the other policies of the row move with it. TS at n = 10, k = 5
+  (5.83 against 5.7, +2.2%) is the only other miss; plain-numpy Thompson sampling on the same kind of
+  tasks (`tests/test_bandits.py` checks the two agree) gives the same 5.8.
 """
 
 
@@ -294,7 +362,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--policies", default=None, help="comma-separated subset of the columns (default: all)"
     )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="no new measurement: read --out, refresh the RL^2 cells from --runs, rewrite --out and the doc",
+    )
     args = parser.parse_args(argv)
+    if args.render_only:
+        report = json.loads(Path(args.out).read_text())
+        for entry in report["settings"]:
+            entry["cells"].pop("rl2", None)
+            rl2 = rl2_cells(Path(args.runs), entry["n"], entry["k"])
+            if rl2 is not None:
+                entry["cells"]["rl2"] = rl2
+        _common.write_json(report, Path(args.out))
+        write_doc(report, Path(args.doc))
+        write_figure(report, Path(args.doc).parent / "figures" / "bandits.png")
+        print(f"Rewrote {args.out}, {args.doc} and its figure")
+        return report
     settings, discounts, grids = SETTINGS, GITTINS_DISCOUNTS, {}
     if args.quick:
         settings, discounts = ((10, 3),), (0.9, 0.99)
@@ -335,6 +420,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _common.write_json(report, Path(args.out))
     if not args.quick or args.doc != str(_ROOT / "docs" / "bandits.md"):
         write_doc(report, Path(args.doc))
+        write_figure(report, Path(args.doc).parent / "figures" / "bandits.png")
     print(f"Done in {report['wall_s']:.0f} s; wrote {args.out} and {args.doc}")
     return report
 
