@@ -182,15 +182,18 @@ def test_tiny_run_on_a_two_armed_bandit_beats_random_play(tmp_path):
         (["env.id=BernoulliBandit-v0", "algo.trial.batch_size=30"], "num_minibatches"),
     ],
 )
-def test_bad_configs_exit_2_in_one_line(args, needle, tmp_path):
+def test_bad_configs_are_refused_naming_the_key(args, needle):
+    with pytest.raises(config.ConfigError, match=needle):
+        config.load(None, ["algo.name=rl2", *args])
+
+
+def test_a_bad_config_exits_2_in_one_line_writing_nothing(tmp_path):
+    args = ["algo.name=rl2", f"run_dir={tmp_path / 'r'}", "env.id=Gridworld-v0", "algo.trial.num_steps=50"]
     proc = subprocess.run(
-        [sys.executable, "-m", "jaxmeta.train", "algo.name=rl2", f"run_dir={tmp_path / 'r'}", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+        [sys.executable, "-m", "jaxmeta.train", *args], capture_output=True, text=True, cwd=ROOT
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert "shorter than one episode" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "r").exists()
 
@@ -201,7 +204,7 @@ def test_tiny_gridworld_run_on_a_fixed_task_set(tmp_path):
     cfg = tiny_config(
         "rl2",
         str(tmp_path / "run"),
-        4,
+        2,
         "env.size=5",
         "env.max_steps_in_episode=8",
         "algo.trial.num_steps=16",
@@ -210,6 +213,7 @@ def test_tiny_gridworld_run_on_a_fixed_task_set(tmp_path):
         "algo.obs_features=16",
         "algo.conv_channels=[8]",
         "algo.num_minibatches=2",
+        "chunk_size=2",
     )
     runner.run(cfg)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
