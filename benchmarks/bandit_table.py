@@ -199,7 +199,9 @@ def write_doc(report: dict[str, Any], path: Path) -> None:
     lines = [
         "# Bernoulli bandits: the RL^2 table",
         "",
-        f"Written by `python benchmarks/bandit_table.py` ({report['wall_s']:.0f} s on this machine's CPU; "
+        f"Written by `python benchmarks/bandit_table.py` ({report['wall_s']:.0f} s on this machine's CPU"
+        + (f", {report['timing_note']}" if report.get("timing_note") else "")
+        + "; "
         f"{task_counts(10, cfg['pulls_budget'])[0]:,} test tasks per setting at n = 10 and 100, "
         f"{task_counts(500, cfg['pulls_budget'])[0]:,} at n = 500, and a fifth as many tuning tasks). "
         "Each cell: our mean total reward over the test tasks, then the RL^2 paper's number "
@@ -367,9 +369,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="no new measurement: read --out, refresh the RL^2 cells from --runs, rewrite --out and the doc",
     )
+    parser.add_argument(
+        "--timing-note", default=None, help="with --render-only: a note on the conditions of the timing"
+    )
     args = parser.parse_args(argv)
     if args.render_only:
         report = json.loads(Path(args.out).read_text())
+        if args.timing_note:
+            report["timing_note"] = args.timing_note
         for entry in report["settings"]:
             entry["cells"].pop("rl2", None)
             rl2 = rl2_cells(Path(args.runs), entry["n"], entry["k"])
