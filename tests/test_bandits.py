@@ -218,12 +218,12 @@ def test_thompson_sampling_chooses_each_arm_with_its_posterior_win_probability()
 def test_optimistic_thompson_follows_the_most_probable_of_m_draws():
     successes, failures, m = np.array([3.0, 1.0, 0.0]), np.array([2.0, 0.0, 0.0]), 5
     counts = bandits.ArmCounts(jnp.asarray(successes), jnp.asarray(failures))
-    keys = jax.random.split(jax.random.PRNGKey(10), 20_000)
+    keys = jax.random.split(jax.random.PRNGKey(10), 12_000)
     arms = np.asarray(jax.vmap(lambda k: bandits.optimistic_thompson(counts, jnp.int32(6), k, m))(keys))
     # numpy Monte Carlo of the rule with numpy's own Beta generator.
     rng = np.random.default_rng(0)
     a, b = successes + 1, failures + 1
-    draws = rng.beta(a, b, size=(200_000, m, 3))
+    draws = rng.beta(a, b, size=(100_000, m, 3))
     log_density = stats.beta(a, b).logpdf(draws).sum(-1)
     chosen = draws[np.arange(len(draws)), log_density.argmax(1)].argmax(-1)
     expected = np.bincount(chosen, minlength=3) / len(chosen)
