@@ -222,6 +222,7 @@ def test_bandit_table_quick_reports_what_it_measured(tmp_path):
     assert "not run" in row and "not trained" in row  # the columns it did not measure say so
 
 
+@pytest.mark.slow  # three programs to compile for a smoke test: ~10 s of the CI budget
 def test_rl2_speed_quick_counts_the_pulls_it_times(tmp_path):
     from benchmarks import rl2_speed
 
