@@ -1,0 +1,106 @@
+"""What the dictionaries of a trained NEC run look like: how far a stored key's neighbours are, and how
+many of them the kernel really averages.
+
+Reads the latest (or ``--update``) checkpoint of a ``nec`` run directory and, for each seed and action,
+takes ``--queries`` stored keys as queries and finds their ``k`` nearest other keys in the same table
+(exactly, in numpy). It reports the squared distance to the nearest and to the ``k``-th neighbour, the
+kernel's effective number of neighbours ``(sum w)^2 / sum w^2`` with ``w = 1 / (d^2 + delta)`` (``k``
+when the kernel is flat: the estimate is a plain mean of ``k`` values; 1 when the nearest dominates),
+the median key norm, and the spread of the neighbours' values. ``delta`` and ``k`` are the run's.
+
+    python benchmarks/dnd_probe.py runs/ec_nec_breakout [--queries 300] [--update U]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:  # run as `python benchmarks/dnd_probe.py`
+    sys.path.insert(0, str(_ROOT))
+
+from benchmarks import _common  # noqa: E402
+
+
+def probe_table(
+    keys: np.ndarray, values: np.ndarray, queries: np.ndarray, k: int, delta: float
+) -> dict[str, float]:
+    """Neighbour statistics of ``queries`` (rows of ``keys``) among the other rows of ``keys``."""
+    d2 = ((queries[:, None, :] - keys[None, :, :]) ** 2).sum(-1)
+    nearest = np.sort(d2, axis=1)[:, 1 : k + 1]  # column 0 is the query itself
+    weights = 1.0 / (nearest + delta)
+    effective = weights.sum(1) ** 2 / (weights**2).sum(1)
+    order = np.argsort(d2, axis=1)[:, 1 : k + 1]
+    return {
+        "nearest_sq_distance_median": float(np.median(nearest[:, 0])),
+        "kth_sq_distance_median": float(np.median(nearest[:, -1])),
+        "effective_neighbours_median": float(np.median(effective)),
+        "neighbour_value_std_mean": float(values[order].std(1).mean()),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--queries", type=int, default=300, help="stored keys probed per seed and action")
+    parser.add_argument("--update", type=int, default=None, help="checkpoint to read (default: the latest)")
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/dnd_probe_<run>.json")
+    args = parser.parse_args(argv)
+    import orbax.checkpoint as ocp
+
+    from jaxmeta import config
+
+    run_dir = Path(args.run_dir)
+    raw, _ = _common.read_run_config(run_dir)
+    cfg = config.from_dict(raw)
+    if cfg.algo.name != "nec":
+        raise SystemExit(f"{run_dir} is a {cfg.algo.name} run, not an nec run")
+    with ocp.CheckpointManager((run_dir / "checkpoints").absolute()) as manager:
+        update = manager.latest_step() if args.update is None else args.update
+        if update is None or update not in manager.all_steps():
+            raise SystemExit(
+                f"no checkpoint{'' if args.update is None else f' at update {update}'} in {run_dir}"
+            )
+        dnd = manager.restore(update, args=ocp.args.StandardRestore())["dnd"]
+    keys, values, valid = (np.asarray(dnd[name]) for name in ("keys", "values", "valid"))
+    k, delta = cfg.algo.num_neighbours, cfg.algo.delta
+    rng = np.random.default_rng(0)
+    per_seed = []
+    for seed in range(keys.shape[0]):
+        actions = []
+        for action in range(keys.shape[1]):
+            rows = np.flatnonzero(valid[seed, action])
+            table_keys, table_values = keys[seed, action, rows], values[seed, action, rows]
+            picked = rng.choice(len(rows), min(args.queries, len(rows)), replace=False)
+            stats = probe_table(table_keys, table_values, table_keys[picked], k, delta)
+            stats["rows"] = len(rows)
+            stats["key_norm_median"] = float(np.median(np.linalg.norm(table_keys, axis=-1)))
+            actions.append(stats)
+            print(
+                f"seed {seed} action {action}: {len(rows)} rows, key norm {stats['key_norm_median']:.2f}; "
+                f"squared distance to the nearest {stats['nearest_sq_distance_median']:.2e}, to the {k}th "
+                f"{stats['kth_sq_distance_median']:.2e} (delta {delta:g}); the kernel averages "
+                f"{stats['effective_neighbours_median']:.1f} of {k}; neighbour values' std "
+                f"{stats['neighbour_value_std_mean']:.2f}"
+            )
+        per_seed.append(actions)
+    report = {
+        "run_dir": str(run_dir),
+        "update": int(update),
+        "num_neighbours": k,
+        "delta": delta,
+        "queries": args.queries,
+        "per_seed": per_seed,
+    }
+    out = Path(args.out) if args.out else _common.RESULTS_DIR / f"dnd_probe_{run_dir.name}.json"
+    _common.write_json(report, out)
+    return report
+
+
+if __name__ == "__main__":
+    main()
