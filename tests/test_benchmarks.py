@@ -234,3 +234,20 @@ def test_rl2_speed_quick_counts_the_pulls_it_times(tmp_path):
         assert r["steps_per_s"] == pytest.approx(r["pulls_per_call"] / statistics.median(r["run_s"]))
     ratio = report["results"]["random"]["steps_per_s"] / report["results"]["rl2"]["steps_per_s"]
     assert report["ratio_random_over_rl2"] == pytest.approx(ratio)
+
+
+def test_dnd_probe_counts_the_neighbours_the_kernel_averages():
+    from benchmarks import dnd_probe
+
+    # A query among 4 other keys: at equal distances the kernel is flat (4 effective neighbours); with
+    # one key very near and the rest far (and delta tiny), the nearest takes all the weight (~1).
+    query = np.zeros((1, 2))
+    flat = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    stats = dnd_probe.probe_table(flat, np.arange(5.0), query, k=4, delta=1e-3)
+    assert stats["effective_neighbours_median"] == pytest.approx(4.0)
+    assert stats["nearest_sq_distance_median"] == pytest.approx(1.0)
+    assert stats["neighbour_value_std_mean"] == pytest.approx(np.std([1.0, 2.0, 3.0, 4.0]))
+    peaked = np.array([[0.0, 0.0], [0.001, 0.0], [10.0, 0.0], [0.0, 10.0], [-10.0, 0.0]])
+    stats = dnd_probe.probe_table(peaked, np.zeros(5), query, k=4, delta=1e-9)
+    assert stats["effective_neighbours_median"] == pytest.approx(1.0, abs=1e-3)
+    assert stats["kth_sq_distance_median"] == pytest.approx(100.0)
