@@ -134,15 +134,8 @@ def run_setting(
             grid = values = grids.get(name, policy.grid)
         setting = None
         if grid:
-            means = [
-                float(
-                    bandits.play(policy.choose, value, tune_probs, n, keys["play"], policy.static_setting)
-                    .sum(-1)
-                    .mean()
-                )
-                for value in values
-            ]
-            best = int(np.argmax(means))
+            best, tune_means = bandits.tune(policy, tune_probs, n, keys["play"], grid=values)
+            means = tune_means.tolist()
             setting = values[best]
             tuned = {
                 "name": policy.setting_name,

@@ -48,6 +48,7 @@ from jaxmeta.algos.api import (
     Metrics,
     Report,
     TrainState,
+    check_eval_tasks,
     episode_metrics,
     first_tasks,
     make_env,
@@ -104,11 +105,7 @@ def validate_config(cfg: Any) -> None:
     algo = cfg.algo
     require_task_interface(cfg)
     require_discrete_actions(cfg)
-    if algo.eval.num_tasks > algo.num_test_tasks:
-        raise ConfigError(
-            f"algo.eval.num_tasks must be <= algo.num_test_tasks={algo.num_test_tasks}, "
-            f"got {algo.eval.num_tasks}"
-        )
+    check_eval_tasks(cfg)
     if algo.trial.batch_size % algo.num_minibatches:
         raise ConfigError(
             f"algo.num_minibatches={algo.num_minibatches} must divide algo.trial.batch_size="
