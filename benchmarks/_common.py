@@ -5,6 +5,9 @@
   result of each call; the summary is the median of the repeats.
 * :func:`machine_info` records what the numbers were measured on.
 * :func:`write_json` writes a result file, by default under ``benchmarks/results/``.
+* :func:`find_run` and :func:`archive_run`: a run's small record (``config.yaml``, ``summary.json``,
+  ``metrics.jsonl``) is copied into ``benchmarks/results/runs/NAME`` by the table scripts, so that
+  tables and figures survive when ``runs/`` (ignored by git, checkpoints included) is gone.
 * :func:`read_run_config` reads a run directory's ``config.yaml`` in today's layout, and says whether
   the run was written before the platform refactor (issue 11), whose task sets and evaluation keys
   were drawn differently;
@@ -36,6 +39,10 @@ import yaml
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
+ARCHIVE_DIR = RESULTS_DIR / "runs"
+# An archived metrics.jsonl keeps every evaluation line and enough training lines to stay below this.
+ARCHIVE_MAX_BYTES = 400_000
+_RECORD_FILES = ("config.yaml", "summary.json")
 _ENV_VARS = ("XLA_FLAGS", "JAX_PLATFORMS", "JAX_ENABLE_X64", "OMP_NUM_THREADS")
 
 
@@ -203,6 +210,66 @@ def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return out
+
+
+def find_run(runs: str | os.PathLike[str], name: str, archive: Path = ARCHIVE_DIR) -> Path | None:
+    """Where to read run ``name``: ``runs/name`` (the live run, possibly further on than its record)
+    unless only the archived record has finished, else the record under ``archive``, else None."""
+    live, record = Path(runs) / name, archive / name
+    has_log = [(d / "metrics.jsonl").exists() or (d / "summary.json").exists() for d in (live, record)]
+    if has_log[0] and not ((record / "summary.json").exists() and not (live / "summary.json").exists()):
+        return live
+    return record if has_log[1] else None
+
+
+def archive_run(run: str | os.PathLike[str], archive: Path = ARCHIVE_DIR) -> Path | None:
+    """Copy the small record of run directory ``run`` into ``archive/NAME`` (replacing an older one)
+    and return it; None when ``run`` is already inside ``archive``, has no metrics log, or is unfinished
+    while the record has finished.
+
+    ``metrics.jsonl`` keeps every evaluation line, every training line at an evaluated update (the
+    env-step counts of the curves are read there) and, of the other training lines, every j-th
+    update with the smallest j that keeps the file under ``ARCHIVE_MAX_BYTES``.
+    """
+    run = Path(run).resolve()
+    archive = Path(archive).resolve()
+    if archive in run.parents or not (run / "metrics.jsonl").exists():
+        return None
+    if (archive / run.name / "summary.json").exists() and not (run / "summary.json").exists():
+        return None  # a finished record is not replaced by a restarted, unfinished run
+    lines = [line for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+    rows = [json.loads(line) for line in lines]
+    evaluated = {row["update"] for row in rows if row["kind"] == "eval"}
+    train_updates = sorted({row["update"] for row in rows if row["kind"] == "train"} - evaluated)
+    kept_always = sum(
+        len(line) + 1
+        for line, row in zip(lines, rows, strict=True)
+        if row["update"] in evaluated or row["kind"] != "train"
+    )
+    sizes: dict[int, int] = {}
+    for line, row in zip(lines, rows, strict=True):
+        if row["kind"] == "train" and row["update"] not in evaluated:
+            sizes[row["update"]] = sizes.get(row["update"], 0) + len(line) + 1
+    stride = 1
+    while kept_always + sum(sizes[u] for u in train_updates[::stride]) > ARCHIVE_MAX_BYTES and stride < len(
+        train_updates
+    ):
+        stride += 1
+    thinned = set(train_updates[::stride])
+    kept = [
+        line
+        for line, row in zip(lines, rows, strict=True)
+        if row["kind"] != "train" or row["update"] in evaluated or row["update"] in thinned
+    ]
+    out = archive / run.name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+    for name in _RECORD_FILES:
+        if (run / name).exists():
+            (out / name).write_text((run / name).read_text())
+        elif (out / name).exists():
+            (out / name).unlink()  # a summary from an earlier, finished run of the same name
     return out
 
 

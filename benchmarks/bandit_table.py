@@ -163,12 +163,14 @@ def run_setting(
     return cells
 
 
-def rl2_cells(runs_dir: Path, n: int, k: int) -> dict[str, Any] | None:
+def rl2_cells(runs_dir: Path, n: int, k: int, archive: Path = _common.ARCHIVE_DIR) -> dict[str, Any] | None:
     """The RL^2 run of setting (n, k), if it has finished: mean +- std over seeds of its final
     evaluation (``eval.num_tasks`` held-out tasks per seed) and what training cost."""
-    summary_path = runs_dir / f"rl2_bandit_n{n}_k{k}" / "summary.json"
-    if not summary_path.exists():
+    run = _common.find_run(runs_dir, f"rl2_bandit_n{n}_k{k}", archive)
+    if run is None or not (run / "summary.json").exists():
         return None
+    _common.archive_run(run, archive)
+    summary_path = run / "summary.json"
     summary = json.loads(summary_path.read_text())
     finals = np.asarray(summary["eval"]["total_return"]["per_seed"], float)
     paper = PAPER[(n, k)]["rl2"]
@@ -351,6 +353,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default="runs", help="where the RL^2 runs are")
+    parser.add_argument("--archive", default=str(_common.ARCHIVE_DIR), help="run records (read, written)")
     parser.add_argument("--out", default=str(_common.RESULTS_DIR / "bandit_table.json"))
     parser.add_argument("--doc", default=str(_ROOT / "docs" / "bandits.md"))
     parser.add_argument("--quick", action="store_true", help="smoke test: one small setting, few tasks")
@@ -360,7 +363,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--render-only",
         action="store_true",
-        help="no new measurement: read --out, refresh the RL^2 cells from --runs, rewrite --out and the doc",
+        help="no new measurement: read --out, refresh the RL^2 cells from --runs (or their records under "
+        "benchmarks/results/runs), rewrite --out and the doc",
     )
     parser.add_argument(
         "--timing-note", default=None, help="with --render-only: a note on the conditions of the timing"
@@ -371,8 +375,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.timing_note:
             report["timing_note"] = args.timing_note
         for entry in report["settings"]:
-            entry["cells"].pop("rl2", None)
-            rl2 = rl2_cells(Path(args.runs), entry["n"], entry["k"])
+            # A cell whose run and record are both gone (runs lost before records were kept) stays.
+            rl2 = rl2_cells(Path(args.runs), entry["n"], entry["k"], Path(args.archive))
             if rl2 is not None:
                 entry["cells"]["rl2"] = rl2
         _common.write_json(report, Path(args.out))
@@ -401,7 +405,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     entries = []
     for index, (n, k) in enumerate(settings):
         cells = run_setting(n, k, setting_keys(args.seed, index), args, gittins_tables, grids, policies)
-        rl2 = rl2_cells(Path(args.runs), n, k)
+        rl2 = rl2_cells(Path(args.runs), n, k, Path(args.archive))
         if rl2 is not None:
             cells["rl2"] = rl2
         entries.append({"n": n, "k": k, "cells": cells})

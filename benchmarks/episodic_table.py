@@ -4,11 +4,14 @@ and 1M frames) and learning curves against frames, from run directories.
 Each run is a config ``configs/ec_{method}_{game}.yaml`` trained with
 ``python -m jaxmeta.train config=configs/ec_{method}_{game}.yaml`` into ``runs/ec_{method}_{game}``
 (3 seeds vectorised in one program). This script reads the runs that exist, finished or still training,
-and writes ``docs/episodic.md`` (per game a table with rows = frames and columns = methods, mean +- std
+copies each one's small record into ``benchmarks/results/runs/`` (``_common.archive_run``: the table
+survives when ``runs/`` is gone), falls back to those records and then to the cells recorded in
+``benchmarks/results/episodic_recorded.json`` (runs lost before records were kept), and writes
+``docs/episodic.md`` (per game a table with rows = frames and columns = methods, mean +- std
 over seeds of the evaluation return at that frame count, and the wall time and speed of each run) and
 ``docs/figures/episodic.png`` (evaluation return against frames, one panel per game).
 
-    python benchmarks/episodic_table.py [--runs runs] [--out docs]
+    python benchmarks/episodic_table.py [--runs runs] [--out docs] [--archive DIR] [--recorded FILE]
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 import numpy as np
@@ -64,11 +67,28 @@ def run_name(method: str, game: str) -> str:
     return f"ec_{method}_{game}"
 
 
-def load(runs: Path, name: str) -> dict[str, Any] | None:
-    """``{"table", "summary" (None while training), "frames_per_eval"}`` of a run, ``None`` if absent."""
-    run = runs / name
-    if not (run / "metrics.jsonl").exists():
+class Sources(NamedTuple):
+    """Where runs are read from: live run directories, their archived records, recorded cells."""
+
+    runs: Path
+    archive: Path = _common.ARCHIVE_DIR
+    recorded: Path = _common.RESULTS_DIR / "episodic_recorded.json"
+
+
+def recorded(sources: Sources, name: str) -> dict[str, Any] | None:
+    """The table cells kept for run ``name`` whose directory was lost, ``None`` if there are none."""
+    if not sources.recorded.exists():
         return None
+    return json.loads(sources.recorded.read_text())["runs"].get(name)
+
+
+def load(sources: Sources, name: str) -> dict[str, Any] | None:
+    """``{"table", "summary" (None while training), "config"}`` of a run (its live directory, else its
+    archived record), ``None`` if neither exists; archives the live one."""
+    run = _common.find_run(sources.runs, name, sources.archive)
+    if run is None or not (run / "metrics.jsonl").exists():
+        return None
+    _common.archive_run(run, sources.archive)
     table = read_metrics(run / "metrics.jsonl")
     if not table["eval"].get("eval/return"):
         return None
@@ -98,16 +118,34 @@ def cell(values: np.ndarray | None) -> str:
     return f"{values.mean():.1f} ± {values.std():.1f}"
 
 
-def game_table(runs: Path, game: str) -> list[str]:
-    loaded = {method: load(runs, run_name(method, game)) for method in METHODS}
+def recorded_cell(values: list[float] | None) -> str:
+    return "-" if values is None else f"{values[0]:.1f} ± {values[1]:.1f}"
+
+
+def game_table(sources: Sources, game: str) -> list[str]:
+    loaded = {method: load(sources, run_name(method, game)) for method in METHODS}
     at = {m: (returns_at_frames(r, FRAMES) if r else {}) for m, r in loaded.items()}
+    kept = {m: recorded(sources, run_name(m, game)) if loaded[m] is None else None for m in METHODS}
+
+    def show(method: str, frame: int) -> str:
+        if kept[method] is not None:
+            return recorded_cell(kept[method]["returns"].get(str(frame)))
+        return cell(at[method].get(frame))
+
     lines = [f"## {GAMES[game]}", "", "| frames | " + " | ".join(m.upper() for m in METHODS) + " |"]
     lines.append("|---:|" + "---:|" * len(METHODS))
     for frame in FRAMES:
-        lines.append(f"| {frame:,} | " + " | ".join(cell(at[m].get(frame)) for m in METHODS) + " |")
+        lines.append(f"| {frame:,} | " + " | ".join(show(m, frame) for m in METHODS) + " |")
     lines += ["", "| run | status | wall time | frames/s |", "|---|---|---:|---:|"]
     for method in METHODS:
         run, name = loaded[method], run_name(method, game)
+        if run is None and kept[method] is not None:
+            entry = kept[method]
+            status = "finished (run directory lost; cells as recorded)"
+            lines.append(
+                f"| `configs/{name}.yaml` | {status} | {entry['wall_time']} | {entry['frames_per_s']:,} |"
+            )
+            continue
         if run is None:
             lines.append(f"| `configs/{name}.yaml` | not run yet | | |")
             continue
@@ -122,11 +160,25 @@ def game_table(runs: Path, game: str) -> list[str]:
     return [*lines, ""]
 
 
-def figure(runs: Path, out: Path) -> Path:
+def figure(sources: Sources, out: Path) -> Path:
     fig, axes = plt.subplots(1, len(GAMES), figsize=(4.2 * len(GAMES), 3.4))
     for ax, game in zip(axes, GAMES, strict=True):
         for i, method in enumerate(METHODS):
-            run = load(runs, run_name(method, game))
+            run = load(sources, run_name(method, game))
+            entry = recorded(sources, run_name(method, game)) if run is None else None
+            if entry is not None:  # only the table's cells were kept: points, not a curve
+                frames = sorted(int(f) for f in entry["returns"])
+                mean, std = (np.array([entry["returns"][str(f)][j] for f in frames]) for j in (0, 1))
+                ax.errorbar(
+                    frames,
+                    mean,
+                    yerr=std,
+                    color=f"C{i}",
+                    marker="o",
+                    linestyle=":",
+                    capsize=3,
+                    label=method.upper() + " (recorded cells)",
+                )
             if run is not None:
                 training = run["summary"] is None
                 label = method.upper() + (" (training)" if training else "")
@@ -139,13 +191,15 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default=str(_ROOT / "runs"))
     parser.add_argument("--out", default=str(_ROOT / "docs"))
+    parser.add_argument("--archive", default=str(_common.ARCHIVE_DIR), help="run records (read, written)")
+    parser.add_argument("--recorded", default=str(Sources(Path()).recorded), help="cells of lost runs")
     args = parser.parse_args(argv)
-    runs, out = Path(args.runs), Path(args.out)
-    text = "\n".join(line for game in GAMES for line in game_table(runs, game))
+    sources, out = Sources(Path(args.runs), Path(args.archive), Path(args.recorded)), Path(args.out)
+    text = "\n".join(line for game in GAMES for line in game_table(sources, game))
     out.mkdir(parents=True, exist_ok=True)
     (out / "episodic.md").write_text(HEADER + text)
     print(text)
-    print(f"wrote {out / 'episodic.md'} and {figure(runs, out)}")
+    print(f"wrote {out / 'episodic.md'} and {figure(sources, out)}")
     return text
 
 

@@ -397,7 +397,22 @@ def test_episodic_table_reads_returns_at_the_lecture_frame_counts(tmp_path):
     finished = {"wall_time_s": 600.0, "compile_s": 9.0, "samples_per_s": 1234.0}
     run("ec_nec_breakout", {2: [1.0, 3.0], 5: [4.0, 6.0], 10: [7.0, 7.0], 20: [9.0, 11.0]}, finished)
     run("ec_dqn_breakout", {2: [0.0, 2.0], 3: [5.0, 5.0], 5: [2.0, 2.0]})  # training; no 1M yet
-    text = episodic_table.main(["--runs", str(runs), "--out", str(tmp_path / "docs")])
+    recorded = tmp_path / "recorded.json"  # a lost run: only its cells were kept
+    cells = {"100000": [3.25, 0.5], "1000000": [8.0, 2.0]}
+    entry = {"returns": cells, "wall_time": "5.0 min", "frames_per_s": 99}
+    recorded.write_text(json.dumps({"runs": {"ec_mfec_asterix": entry}}))
+    archive = tmp_path / "archive"
+    argv = ["--runs", str(runs), "--out", str(tmp_path / "docs"), "--archive", str(archive)]
+    text = episodic_table.main([*argv, "--recorded", str(recorded)])
+    asterix = text.split("## Asterix-MinAtar")[1].split("## Freeway")[0]
+    rows_a = {line.split("|")[1].strip(): line for line in asterix.splitlines() if line.startswith("| ")}
+    assert rows_a["100,000"].split("|")[2:5] == [" - ", " 3.2 ± 0.5 ", " - "]
+    assert rows_a["250,000"].split("|")[2:5] == [" - ", " - ", " - "]
+    assert "finished (run directory lost; cells as recorded) | 5.0 min | 99 |" in asterix
+    # The live runs were archived: with runs/ gone, the table is the same.
+    shutil.rmtree(runs)
+    again = episodic_table.main([*argv, "--recorded", str(recorded)])
+    assert again == text
     breakout = text.split("## Asterix-MinAtar")[0]
     rows = {line.split("|")[1].strip(): line for line in breakout.splitlines() if line.startswith("| ")}
     assert rows["100,000"].split("|")[2:5] == [" 2.0 ± 1.0 ", " - ", " 1.0 ± 1.0 "]

@@ -8,6 +8,7 @@ the trials the benchmark ran.
 """
 
 import json
+import shutil
 import statistics
 from collections import Counter
 
@@ -204,6 +205,7 @@ def test_bandit_table_quick_reports_what_it_measured(tmp_path):
     out, doc = tmp_path / "b.json", tmp_path / "b.md"
     report = bandit_table.main(
         ["--quick", "--policies", "random,ucb1,greedy", "--out", str(out), "--doc", str(doc)]
+        + ["--runs", str(tmp_path / "runs"), "--archive", str(tmp_path / "archive")]
     )
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     (entry,) = report["settings"]
@@ -251,3 +253,61 @@ def test_dnd_probe_counts_the_neighbours_the_kernel_averages():
     stats = dnd_probe.probe_table(peaked, np.zeros(5), query, k=4, delta=1e-9)
     assert stats["effective_neighbours_median"] == pytest.approx(1.0, abs=1e-3)
     assert stats["kth_sq_distance_median"] == pytest.approx(100.0)
+
+
+def _fake_run(path, updates, eval_every, summary=None):
+    """A run directory with one train line per seed and update, and eval lines every ``eval_every``."""
+    path.mkdir(parents=True)
+    rows = []
+    for update in range(1, updates + 1):
+        for seed in range(2):
+            rows.append(
+                {"kind": "train", "update": update, "seed": seed, "env_steps": 10 * update, "loss": 0.5}
+            )
+            if update % eval_every == 0:
+                rows.append(
+                    {"kind": "eval", "update": update, "seed": seed, "eval/return": float(update + seed)}
+                )
+    (path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (path / "config.yaml").write_text("name: x\n")
+    if summary is not None:
+        (path / "summary.json").write_text(json.dumps(summary))
+    return rows
+
+
+def test_archive_run_keeps_evaluations_and_their_step_counts_under_the_size_cap(tmp_path, monkeypatch):
+    from benchmarks import _common
+    from jaxmeta.plots import read_metrics, samples_at
+
+    rows = _fake_run(tmp_path / "runs" / "r", updates=400, eval_every=50, summary={"wall_time_s": 1.0})
+    monkeypatch.setattr(_common, "ARCHIVE_MAX_BYTES", 20_000)
+    archive = tmp_path / "archive"
+    out = _common.archive_run(tmp_path / "runs" / "r", archive)
+    text = (out / "metrics.jsonl").read_text()
+    assert len(text) <= 20_000
+    kept = [json.loads(line) for line in text.splitlines()]
+    evals = [(r["update"], r["seed"]) for r in rows if r["kind"] == "eval"]
+    assert [(r["update"], r["seed"]) for r in kept if r["kind"] == "eval"] == evals
+    table = read_metrics(out / "metrics.jsonl")
+    updates = np.arange(50, 401, 50)
+    np.testing.assert_array_equal(samples_at(table, "env_steps", updates), 10 * updates)
+    # Thinned, but not more than needed: the kept training updates are evenly spaced.
+    train = sorted({r["update"] for r in kept if r["kind"] == "train"} - set(updates.tolist()))
+    assert 10 < len(train) < 400 - len(updates)
+    assert json.loads((out / "summary.json").read_text()) == {"wall_time_s": 1.0}
+
+
+def test_find_run_prefers_the_live_run_unless_only_the_record_finished(tmp_path):
+    from benchmarks import _common
+
+    runs, archive = tmp_path / "runs", tmp_path / "archive"
+    assert _common.find_run(runs, "r", archive) is None
+    _fake_run(runs / "r", updates=20, eval_every=10, summary={"wall_time_s": 1.0})
+    assert _common.find_run(runs, "r", archive) == runs / "r"
+    _common.archive_run(runs / "r", archive)
+    shutil.rmtree(runs / "r")  # the machine lost runs/: the record serves
+    assert _common.find_run(runs, "r", archive) == archive / "r"
+    _fake_run(runs / "r", updates=5, eval_every=10)  # restarted, unfinished
+    assert _common.find_run(runs, "r", archive) == archive / "r"
+    assert _common.archive_run(runs / "r", archive) is None
+    assert (archive / "r" / "summary.json").exists()
