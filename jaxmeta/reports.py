@@ -167,4 +167,60 @@ def returns_report(
     )
 
 
-__all__ = ["episode_references", "episode_table", "episodes_report", "plot_episode_returns", "returns_report"]
+def adaptation_mse_curve(summary: dict[str, Any], steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over seeds of the held-out MSE after 0 .. ``steps`` test-time steps (final evaluation)."""
+    ev = summary["eval"]
+    mean = np.array([ev[f"mse_after_{j}"]["mean"] for j in range(steps + 1)])
+    std = np.array([ev[f"mse_after_{j}"]["std"] for j in range(steps + 1)])
+    return mean, std
+
+
+def regression_report(describe: str, steps: int) -> Report:
+    """The report of a few-shot regression method (``jaxmeta.meta``): held-out MSE against test-time
+    gradient steps, as the MAML paper's Fig. 2."""
+
+    def lines(summary: dict[str, Any]) -> list[str]:
+        mean, std = adaptation_mse_curve(summary, steps)
+        shown = sorted({0, 1, min(5, steps), steps})
+        out = [f"Held-out MSE after J test-time SGD steps (mean +- std over {summary['seeds']} seed(s)):"]
+        out += [f"  J = {j:2d}: {mean[j]:.3f} +- {std[j]:.3f}" for j in shown]
+        return out
+
+    def plot(run_dir: Path, table: dict[str, Any], summary: dict[str, Any]) -> list[Path]:
+        mean, std = adaptation_mse_curve(summary, steps)
+        fig, ax = plt.subplots(figsize=(5.0, 3.6))
+        plots.band(ax, np.arange(steps + 1), mean, std, "C0", label=summary["algo"], marker="o")
+        ax.set_xlabel("test-time gradient steps")
+        ax.set_ylabel("held-out MSE")
+        ax.set_title(f"{summary['name']}: {summary['seeds']} seed(s)", fontsize=10)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = Path(run_dir) / "plots" / "adaptation_mse.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return [path]
+
+    return Report(
+        describe=describe,
+        headline="eval/mse_after_1",
+        progress=(("loss", "loss"),),
+        samples="tasks",
+        curves=(
+            ("loss", "training loss"),
+            ("eval/mse_after_0", "held-out MSE before adaptation"),
+            ("eval/mse_after_1", "held-out MSE after 1 step"),
+            (f"eval/mse_after_{steps}", f"held-out MSE after {steps} steps"),
+        ),
+        lines=lines,
+        plots=plot,
+    )
+
+
+__all__ = [
+    "episode_references",
+    "episode_table",
+    "episodes_report",
+    "plot_episode_returns",
+    "regression_report",
+    "returns_report",
+]

@@ -203,9 +203,9 @@ def test_bandit_table_quick_reports_what_it_measured(tmp_path):
     from benchmarks import bandit_table
 
     out, doc = tmp_path / "b.json", tmp_path / "b.md"
+    elsewhere = ["--runs", str(tmp_path / "runs"), "--archive", str(tmp_path / "archive")]
     report = bandit_table.main(
-        ["--quick", "--policies", "random,ucb1,greedy", "--out", str(out), "--doc", str(doc)]
-        + ["--runs", str(tmp_path / "runs"), "--archive", str(tmp_path / "archive")]
+        ["--quick", "--policies", "random,ucb1,greedy", "--out", str(out), "--doc", str(doc), *elsewhere]
     )
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     (entry,) = report["settings"]

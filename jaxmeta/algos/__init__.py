@@ -4,17 +4,33 @@ Each module defines ``Config`` (its ``algo`` config section, a dataclass),
 ``make(cfg: RunConfig) -> Algo`` and optionally ``validate_config(cfg)``.
 """
 
-from jaxmeta.algos import bc, dqn, failure_replay, mfec, nec, ppo, ppo_finetune, rl2, snail
+from jaxmeta.algos import (
+    bc,
+    dqn,
+    failure_replay,
+    maml,
+    mfec,
+    nec,
+    ppo,
+    ppo_finetune,
+    pretrain,
+    reptile,
+    rl2,
+    snail,
+)
 from jaxmeta.algos.api import Algo, train
 
 REGISTRY = {
     "bc": bc,
     "dqn": dqn,
     "failure_replay": failure_replay,
+    "maml": maml,
     "mfec": mfec,
     "nec": nec,
     "ppo": ppo,
     "ppo_finetune": ppo_finetune,
+    "pretrain": pretrain,
+    "reptile": reptile,
     "rl2": rl2,
     "snail": snail,
 }

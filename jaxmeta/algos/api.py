@@ -323,3 +323,67 @@ __all__ = [
     "train",
     "trial_env_steps",
 ]
+
+
+# ----------------------------------------------------------------------------- few-shot regression
+# The methods of jaxmeta.meta (maml, reptile, pretrain) run on the MAML paper's sinusoid tasks with no
+# environment (NEEDS_ENV = False); they share the problem's settings, its held-out tasks and evaluation.
+@dataclasses.dataclass
+class RegressionConfig:
+    k_shot: int = param(10, "K: points of a task the model adapts on (support set)", min=1)
+    num_query: int = param(10, "points of each training task the adapted model is judged on", min=1)
+    hidden_sizes: list[int] = param([40, 40], "widths of the regressor's ReLU layers (MAML: 40, 40)", min=1)
+
+
+@dataclasses.dataclass
+class AdaptationEvalConfig:
+    num_tasks: int = param(600, "held-out sinusoid tasks (the MAML paper: 600)", min=1)
+    num_query: int = param(100, "points of each held-out task the MSE is measured on", min=1)
+    steps: int = param(10, "test-time SGD steps: the MSE is reported after 0 .. steps of them", min=1)
+    step_size: float = param(0.01, "test-time SGD step size (MAML: 0.01)", min=0.0, min_exclusive=True)
+
+
+class RegressionSetup(NamedTuple):
+    network: Any  # flax module: x [..., 1] -> y [..., 1]
+    loss: Callable[[Any, Any], jax.Array]  # MSE(params, (x, y))
+    held_out: tuple[Any, Any]  # (support, query) of the evaluation tasks, the same for every seed
+    x_example: jax.Array
+
+
+def make_regression_setup(cfg: Any) -> RegressionSetup:
+    """The regressor, its loss and the held-out tasks (drawn from ``task_seed``: every seed and method
+    is measured on the same tasks and points)."""
+    from jaxmeta.meta import sinusoid
+
+    problem, evaluation = cfg.algo.problem, cfg.algo.eval
+    network = sinusoid.regressor(tuple(problem.hidden_sizes))
+    held_out = sinusoid.held_out_set(
+        seeding.task_key(cfg.task_seed), evaluation.num_tasks, problem.k_shot, evaluation.num_query
+    )
+    return RegressionSetup(network, sinusoid.mse_loss(network.apply), held_out, jnp.zeros((1, 1)))
+
+
+def training_tasks(key: jax.Array, num_tasks: int, problem: RegressionConfig) -> tuple[Any, Any]:
+    """Fresh sinusoid tasks for one meta-batch: ``(support [T, K, 1] x2, query [T, Q, 1] x2)``."""
+    from jaxmeta.meta import sinusoid
+
+    task_key, support_key, query_key = jax.random.split(key, 3)
+    tasks = sinusoid.sample_tasks(task_key, num_tasks)
+    return (
+        sinusoid.sample_points(support_key, tasks, problem.k_shot),
+        sinusoid.sample_points(query_key, tasks, problem.num_query),
+    )
+
+
+def regression_eval_metrics(setup: RegressionSetup, params: Any, step_size: Any, evaluation: Any) -> Metrics:
+    """``eval/mse_after_J`` (mean over the held-out tasks) for J = 0 .. ``eval.steps`` test-time SGD steps,
+    and the half-width of its 95% interval over tasks at 1 and ``eval.steps`` steps."""
+    from jaxmeta.meta import sinusoid
+
+    mse = sinusoid.adaptation_mse(setup.network.apply, params, *setup.held_out, evaluation.steps, step_size)
+    mean = mse.mean(0)
+    half_width = 1.96 * mse.std(0) / jnp.sqrt(mse.shape[0])
+    metrics = {f"eval/mse_after_{j}": mean[j] for j in range(evaluation.steps + 1)}
+    for j in sorted({1, evaluation.steps}):
+        metrics[f"eval/mse_ci95_after_{j}"] = half_width[j]
+    return metrics
