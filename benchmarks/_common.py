@@ -213,6 +213,25 @@ def write_json(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     return out
 
 
+def interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int, block_s: float = 0.3) -> dict:
+    """Per contender: seconds per call of each timed block (``block_s`` long), interleaved, rotated."""
+    calls = {}
+    for name, fn in fns.items():
+        fn()  # warm-up
+        start = time.perf_counter()
+        fn()
+        calls[name] = max(1, round(block_s / max(time.perf_counter() - start, 1e-6)))
+    names = list(fns)
+    blocks: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                fns[name]()
+            blocks[name].append((time.perf_counter() - start) / calls[name])
+    return {name: {"calls_per_block": calls[name], "block_s_per_call": blocks[name]} for name in names}
+
+
 def find_run(runs: str | os.PathLike[str], name: str, archive: Path = ARCHIVE_DIR) -> Path | None:
     """Where to read run ``name``: ``runs/name`` (the live run, possibly further on than its record)
     unless only the archived record has finished, else the record under ``archive``, else None."""

@@ -115,25 +115,6 @@ def contenders(faiss: Any, keys: np.ndarray, queries: np.ndarray) -> tuple[dict[
     return fns, compile_s
 
 
-def interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int, block_s: float = 0.3) -> dict:
-    """Per contender: seconds per call of each timed block (``block_s`` long), interleaved, rotated."""
-    calls = {}
-    for name, fn in fns.items():
-        fn()  # warm-up
-        start = time.perf_counter()
-        fn()
-        calls[name] = max(1, round(block_s / max(time.perf_counter() - start, 1e-6)))
-    names = list(fns)
-    blocks: dict[str, list[float]] = {name: [] for name in names}
-    for repeat in range(repeats):
-        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
-            start = time.perf_counter()
-            for _ in range(calls[name]):
-                fns[name]()
-            blocks[name].append((time.perf_counter() - start) / calls[name])
-    return {name: {"calls_per_block": calls[name], "block_s_per_call": blocks[name]} for name in names}
-
-
 def check_against_faiss(faiss_result: tuple, neighbours: dnd_lib.Neighbours) -> dict[str, Any]:
     """Same neighbour sets as faiss, up to ties at the k-th distance (relative 1e-5)."""
     faiss_d, faiss_i = faiss_result
@@ -161,7 +142,7 @@ def bench_case(faiss: Any, num_keys: int, batch: int, repeats: int) -> dict[str,
     queries = rng.standard_normal((batch, KEY_SIZE), dtype=np.float32)
     fns, compile_s = contenders(faiss, keys, queries)
     correctness = check_against_faiss(fns["faiss_blas"](), fns["dnd_search"]())
-    timings = interleaved_medians(fns, repeats)
+    timings = _common.interleaved_medians(fns, repeats)
     result: dict[str, Any] = {"keys": num_keys, "batch": batch, "k": K, "key_size": KEY_SIZE}
     for name, timing in timings.items():
         median = statistics.median(timing["block_s_per_call"])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -53,7 +54,8 @@ one program on this repository's 2-core CPU (no accelerator). A cell is the eval
 many frames (env steps per seed; MinAtar has no frame skip), mean +- std over seeds: fresh episodes
 played to their end with epsilon 0.001 (`algo.eval_episodes` per seed). "-": the run has not reached
 that many frames yet. Wall time is the whole run, compilation and evaluations included; frames/s is
-training frames per second summed over the seeds.
+training frames per second summed over the seeds. A run trained as single-seed runs, one per session
+(`seeds=1 seed=I name=ec_METHOD_GAME_sI`, the same seeds as the 3-seed run), is their seeds merged.
 
 The lecture's Table 1 (Atari, median human-normalised score over 57 games) for orientation: NEC 16.7%
 and MFEC 12.8% at 1M frames against Nature DQN's -0.7%; 27.8% / 16.7% / 0.0% at 2M; 36.0% / 26.6% /
@@ -82,9 +84,39 @@ def recorded(sources: Sources, name: str) -> dict[str, Any] | None:
     return json.loads(sources.recorded.read_text())["runs"].get(name)
 
 
+SPLIT_SEEDS = 3  # a comparison run may instead be trained as single-seed runs NAME_s0, NAME_s1, NAME_s2
+
+
 def load(sources: Sources, name: str) -> dict[str, Any] | None:
     """``{"table", "summary" (None while training), "config"}`` of a run (its live directory, else its
-    archived record), ``None`` if neither exists; archives the live one."""
+    archived record), or of its single-seed parts ``NAME_sI`` merged (``"parts"``: how many, each one
+    ``seeds=1 seed=I name=NAME_sI``: a run that fits in one session); ``None`` if none exists.
+    Archives the live runs."""
+    whole = load_one(sources, name)
+    if whole is not None:
+        return whole
+    parts = [part for i in range(SPLIT_SEEDS) if (part := load_one(sources, f"{name}_s{i}")) is not None]
+    if not parts:
+        return None
+    table: dict[str, Any] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
+    for index, part in enumerate(parts):  # each part's only seed becomes seed `index` of the merged table
+        for kind, metrics in part["table"].items():
+            for metric, series in metrics.items():
+                for update, seeds in series.items():
+                    for value in seeds.values():
+                        table[kind][metric][update][index] = value
+    summaries = [part["summary"] for part in parts]
+    summary = None
+    if all(summaries):
+        summary = {
+            "wall_time_s": sum(s["wall_time_s"] for s in summaries),
+            "compile_s": sum(s["compile_s"] for s in summaries),
+            "samples_per_s": float(np.mean([s.get("samples_per_s") or 0.0 for s in summaries])),
+        }
+    return {"table": table, "summary": summary, "config": parts[0]["config"], "parts": len(parts)}
+
+
+def load_one(sources: Sources, name: str) -> dict[str, Any] | None:
     run = _common.find_run(sources.runs, name, sources.archive)
     if run is None or not (run / "metrics.jsonl").exists():
         return None
@@ -149,14 +181,17 @@ def game_table(sources: Sources, game: str) -> list[str]:
         if run is None:
             lines.append(f"| `configs/{name}.yaml` | not run yet | | |")
             continue
-        summary = run["summary"]
+        summary, parts = run["summary"], run.get("parts")
+        split = f" as {parts} single-seed run(s) `{name}_sI`" if parts else ""
         if summary is None:
             last = max(run["table"]["eval"]["eval/return"])
-            lines.append(f"| `configs/{name}.yaml` | training (last evaluation at update {last:,}) | | |")
+            status = f"training{split} (last evaluation at update {last:,})"
+            lines.append(f"| `configs/{name}.yaml` | {status} | | |")
             continue
-        wall = _common.run_wall_time(summary)
+        wall = _common.run_wall_time(summary) + (" in all, one after another" if parts else "")
         speed = summary.get("samples_per_s")
-        lines.append(f"| `configs/{name}.yaml` | finished | {wall} | {f'{speed:,.0f}' if speed else ''} |")
+        speed_text = (f"{speed:,.0f}" + (" per run" if parts else "")) if speed else ""
+        lines.append(f"| `configs/{name}.yaml` | finished{split} | {wall} | {speed_text} |")
     return [*lines, ""]
 
 

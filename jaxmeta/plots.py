@@ -38,10 +38,11 @@ def read_metrics(path: Path) -> dict[str, dict[str, dict[int, dict[int, Any]]]]:
 
 
 def seed_curve(series: dict[int, dict[int, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(updates, mean, std)`` over seeds of one metric of ``read_metrics``."""
+    """``(updates, mean, std)`` over seeds of one metric of ``read_metrics`` (over the seeds that have
+    a value at each update: merged single-seed runs may not all have got as far)."""
     updates = np.array(sorted(series))
-    values = np.array([[float(v) for v in series[u].values()] for u in updates])
-    return updates, values.mean(1), values.std(1)
+    values = [np.array([float(v) for v in series[u].values()]) for u in updates]
+    return updates, np.array([v.mean() for v in values]), np.array([v.std() for v in values])
 
 
 def samples_at(table: Mapping[str, Any], samples: str, updates: np.ndarray) -> np.ndarray | None:

@@ -397,6 +397,9 @@ def test_episodic_table_reads_returns_at_the_lecture_frame_counts(tmp_path):
     finished = {"wall_time_s": 600.0, "compile_s": 9.0, "samples_per_s": 1234.0}
     run("ec_nec_breakout", {2: [1.0, 3.0], 5: [4.0, 6.0], 10: [7.0, 7.0], 20: [9.0, 11.0]}, finished)
     run("ec_dqn_breakout", {2: [0.0, 2.0], 3: [5.0, 5.0], 5: [2.0, 2.0]})  # training; no 1M yet
+    # A run trained as single-seed parts (one per session): their seeds are merged.
+    run("ec_nec_freeway_s0", {2: [4.0]}, finished)
+    run("ec_nec_freeway_s1", {2: [6.0], 5: [1.0]}, finished)
     recorded = tmp_path / "recorded.json"  # a lost run: only its cells were kept
     cells = {"100000": [3.25, 0.5], "1000000": [8.0, 2.0]}
     entry = {"returns": cells, "wall_time": "5.0 min", "frames_per_s": 99}
@@ -409,6 +412,11 @@ def test_episodic_table_reads_returns_at_the_lecture_frame_counts(tmp_path):
     assert rows_a["100,000"].split("|")[2:5] == [" - ", " 3.2 ± 0.5 ", " - "]
     assert rows_a["250,000"].split("|")[2:5] == [" - ", " - ", " - "]
     assert "finished (run directory lost; cells as recorded) | 5.0 min | 99 |" in asterix
+    freeway = text.split("## Freeway-MinAtar")[1].split("## SpaceInvaders")[0]
+    rows_f = {line.split("|")[1].strip(): line for line in freeway.splitlines() if line.startswith("| ")}
+    assert rows_f["100,000"].split("|")[2] == " 5.0 ± 1.0 "
+    assert rows_f["250,000"].split("|")[2] == " 1.0 ± 0.0 "  # only one part has got there
+    assert "finished as 2 single-seed run(s)" in freeway and "20.0 min (compile 18 s) in all" in freeway
     # The live runs were archived: with runs/ gone, the table is the same.
     shutil.rmtree(runs)
     again = episodic_table.main([*argv, "--recorded", str(recorded)])

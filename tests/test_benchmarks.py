@@ -311,3 +311,17 @@ def test_find_run_prefers_the_live_run_unless_only_the_record_finished(tmp_path)
     assert _common.find_run(runs, "r", archive) == archive / "r"
     assert _common.archive_run(runs / "r", archive) is None
     assert (archive / "r" / "summary.json").exists()
+
+
+@pytest.mark.slow  # PyTorch's first calls and two compilations: ~20 s
+def test_maml_speed_quick_reports_rates_from_its_timed_blocks(tmp_path):
+    pytest.importorskip("torch", reason="the bench extra (torch==2.13.0) is not installed")
+    from benchmarks import maml_speed
+
+    report = maml_speed.main(["--quick", "--out", str(tmp_path / "m.json")])
+    for name, times in report["seconds_per_iteration"].items():
+        assert report["meta_iterations_per_s"][name] == pytest.approx(1 / statistics.median(times))
+    scan = next(name for name in report["meta_iterations_per_s"] if "scan" in name)
+    rates = report["meta_iterations_per_s"]
+    assert report["ratios"][f"{scan} / torch.func"] == pytest.approx(rates[scan] / rates["torch.func"])
+    assert json.loads((tmp_path / "m.json").read_text())["ratios"] == report["ratios"]
