@@ -430,3 +430,31 @@ def test_episodic_table_reads_returns_at_the_lecture_frame_counts(tmp_path):
     assert "training (last evaluation at update 5)" in breakout
     assert "| `configs/ec_mfec_breakout.yaml` | not run yet | | |" in breakout
     assert (tmp_path / "docs" / "figures" / "episodic.png").stat().st_size > 0
+
+
+def test_sinusoid_table_shows_the_final_mse_after_each_number_of_steps(tmp_path):
+    """Cells are the summary's mean +- std over seeds after J steps, typed in by hand here; a missing run
+    says so; the published cell stands beside ours."""
+    from benchmarks import sinusoid_table
+
+    run = tmp_path / "runs" / "sinusoid_maml_k5"
+    run.mkdir(parents=True)
+    ev = {f"mse_after_{j}": {"mean": 3.0 / (j + 1), "std": 0.01 * j, "per_seed": []} for j in range(11)}
+    summary = {"eval": ev, "wall_time_s": 120.0, "compile_s": 20.0}
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "update": 0, "seed": 0}) + "\n")
+    argv = [
+        "--runs",
+        str(tmp_path / "runs"),
+        "--out",
+        str(tmp_path / "docs"),
+        "--archive",
+        str(tmp_path / "a"),
+    ]
+    text = sinusoid_table.main(argv)
+    row = next(line for line in text.splitlines() if line.startswith("| 5 | MAML |"))
+    assert row.split("|")[3:7] == [" 3.000 ± 0.000 ", " 1.500 ± 0.010 ", " 0.500 ± 0.050 ", " 0.273 ± 0.100 "]
+    assert "1.13 ± 0.18" in row and "2.0 min (compile 20 s)" in row
+    assert "| 20 | Reptile | - | - | - | - |  | not run yet |" in text
+    assert (tmp_path / "a" / "sinusoid_maml_k5" / "summary.json").exists()
+    assert (tmp_path / "docs" / "figures" / "sinusoid.png").stat().st_size > 0
