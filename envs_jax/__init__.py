@@ -16,6 +16,7 @@ from typing import Any
 import jax
 
 from envs_jax import tasks
+from envs_jax.adaptive_pendulum import AdaptivePendulum, PendulumTask
 from envs_jax.bandits import BanditTask, BernoulliBandit
 from envs_jax.gridworld import Gridworld, GridworldTask, make_task_set, optimal_returns
 from envs_jax.registry import EnvEntry, Setting, check_value, entry, register, registered
@@ -142,6 +143,27 @@ register(
 )
 
 
+register(
+    EnvEntry(
+        id="AdaptivePendulum-v0",
+        build=AdaptivePendulum,
+        description="a pendulum swing-up whose mass, length, friction and motor gain vary by task, the "
+        "motor crippled mid-episode in half of the tasks (GrBAL's kind of change)",
+        settings={
+            "max_steps_in_episode": Setting(100, "steps per episode (dt 0.1 s)", "params", min=1),
+            "change_probability": Setting(
+                0.5,
+                "probability that a task's motor is crippled within the episode",
+                "params",
+                min=0.0,
+                max=1.0,
+            ),
+            "dt": Setting(0.1, "seconds per step", "params", min=0.001),
+        },
+    )
+)
+
+
 def _numpy_chain(length: int, max_steps: int) -> Any:
     from envs_jax.host.toy import make_numpy_chain  # imported when asked for: the host path is optional
 
@@ -165,12 +187,14 @@ register(
 
 
 __all__ = [
+    "AdaptivePendulum",
     "BanditTask",
     "BernoulliBandit",
     "EnvEntry",
     "Gridworld",
     "GridworldTask",
     "LegacyStepWrapper",
+    "PendulumTask",
     "Setting",
     "VmapEnv",
     "as_batched",
