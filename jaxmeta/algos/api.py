@@ -198,13 +198,18 @@ class EnvSetup(NamedTuple):
 
     env: Any
     params: Any
-    train_tasks: Any  # tasks stacked on a leading axis
+    train_tasks: Any  # tasks stacked on a leading axis; None for fresh tasks
     test_tasks: Any  # held out: no test task equals a train task
 
 
 def make_env_setup(cfg: Any, num_train_tasks: int, num_test_tasks: int) -> EnvSetup:
-    """The configured environment and its disjoint train/test task sets (drawn with ``cfg.task_seed``)."""
+    """The configured environment and its disjoint train/test task sets (drawn with ``cfg.task_seed``).
+    ``num_train_tasks = 0``: a method that trains on fresh tasks from the env's distribution; only the
+    held-out set is drawn (``train_tasks`` is None)."""
     env, params = make_env(cfg.env)
+    if num_train_tasks == 0:
+        test_tasks = envs_jax.tasks.task_set(env, seeding.task_key(cfg.task_seed), num_test_tasks, params)
+        return EnvSetup(env, params, None, test_tasks)
     settings = env_settings(cfg.env)
     train_tasks, test_tasks = envs_jax.make_task_sets(
         cfg.env.id,

@@ -40,7 +40,6 @@ import numpy as np
 
 import envs_jax
 from jaxmeta import policy_gradient as pg
-from jaxmeta import seeding
 from jaxmeta.algos import ppo
 from jaxmeta.algos.api import (
     Algo,
@@ -221,15 +220,10 @@ def make_parts(cfg: Any) -> Parts:
     algo_cfg = cfg.algo
     trial_cfg = algo_cfg.trial
     fresh_tasks = algo_cfg.num_train_tasks == 0
-    if fresh_tasks:
-        env, env_params = make_env(cfg.env)
-        train_tasks = None
-        test_tasks = envs_jax.tasks.task_set(
-            env, seeding.task_key(cfg.task_seed), algo_cfg.num_test_tasks, env_params
-        )
-    else:
-        setup = make_env_setup(cfg, algo_cfg.num_train_tasks, algo_cfg.num_test_tasks)
-        env, env_params, train_tasks, test_tasks = setup
+    env, env_params, train_tasks, test_tasks = make_env_setup(
+        cfg, algo_cfg.num_train_tasks, algo_cfg.num_test_tasks
+    )
+    if not fresh_tasks:
         num_train = envs_jax.tasks.num_tasks(train_tasks)  # train_every_goal completes whole groups
     num_actions = int(env.action_space(env_params).n)
     network = make_network(algo_cfg, env.observation_space(env_params), num_actions)
