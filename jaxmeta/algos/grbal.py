@@ -26,6 +26,7 @@ episodes.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -373,4 +374,47 @@ def make(cfg: Any) -> Algo:
             ("eval/model_error_after", "one-step model error after adaptation"),
         ),
     )
-    return Algo("grbal", init, update, evaluate, report)
+
+    def animation(state: GrbalState, plots_dir: Any) -> list[Any]:
+        """``plots/held_out_episode.gif``: the first held-out task whose motor is crippled, the MPC with
+        the model re-adapted at every step (left) and never adapted (right), side by side."""
+        import numpy as np
+
+        from jaxmeta.plots import write_gif
+
+        change_step = getattr(test_tasks, "change_step", None)
+        index = 0 if change_step is None else int(np.argmax(np.asarray(change_step) < length))
+        task = jax.tree.map(lambda x: x[index], test_tasks)
+        key, no = jax.random.PRNGKey(0), jnp.zeros((), bool)
+        runs = [
+            jax.jit(episode, static_argnums=3)(state.params, task, key, adapt, no) for adapt in (True, False)
+        ]
+        thetas = [np.arctan2(np.asarray(r["obs"][:, 1]), np.asarray(r["obs"][:, 0])) for r in runs]
+        returns = [np.cumsum(np.asarray(r["reward"])) for r in runs]
+        steps = None if change_step is None else int(change_step[index])
+        frames, captions = [], []
+        for t in range(0, length, 2):
+            frames.append(np.concatenate([pendulum_frame(th[t]) for th in thetas], axis=1))
+            crippled = steps is not None and t >= steps
+            captions.append(
+                f"t={t:3d} {'CRIPPLED' if crippled else 'motor ok'}  adapted {returns[0][t]:7.1f} | "
+                f"not adapted {returns[1][t]:7.1f}"
+            )
+        return [write_gif(frames, captions, Path(plots_dir) / "held_out_episode.gif", fps=10)]
+
+    return Algo("grbal", init, update, evaluate, report._replace(animation=animation))
+
+
+def pendulum_frame(theta: float, size: int = 120) -> Any:
+    """A picture of the pendulum at angle ``theta`` (0 = upright), uint8 ``[size, size, 3]``."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    centre, radius = size / 2, size * 0.38
+    tip = (centre + radius * np.sin(theta), centre - radius * np.cos(theta))
+    draw.line([(centre, centre), tip], fill=(40, 90, 200), width=6)
+    draw.ellipse([tip[0] - 7, tip[1] - 7, tip[0] + 7, tip[1] + 7], fill=(200, 60, 40))
+    draw.ellipse([centre - 3, centre - 3, centre + 3, centre + 3], fill="black")
+    return np.asarray(image)
