@@ -14,7 +14,8 @@ Dynamics (gymnax's Pendulum-v1 plus friction and a motor gain), semi-implicit Eu
 ``thdd = 3 g / (2 l) sin(th) + 3 / (m l^2) * (gain(t) * u - friction * thd)``, ``thd`` clipped to
 ``max_speed``, ``gain(t) = gain`` before ``change_step`` and ``gain * crippled_gain`` from it on.
 Reward as Pendulum: ``-(angle(th)^2 + 0.1 thd^2 + 0.001 u^2)`` (upright is 0). Observation
-``[cos th, sin th, thd]``; action: torque in ``[-max_torque, max_torque]``. Episodes are
+``[cos th, sin th, thd]``; action: torque in ``[-max_torque, max_torque]`` (3, not Pendulum's 2: see
+``EnvParams``). Episodes are
 ``max_steps_in_episode`` steps and then truncate.
 """
 
@@ -57,7 +58,9 @@ class EnvState(environment.EnvState):
 @struct.dataclass
 class EnvParams(environment.EnvParams):
     max_speed: float = 8.0
-    max_torque: float = 2.0
+    # gymnax's Pendulum: 2.0. With 3.0 a 10-step random-shooting MPC that knows the true dynamics swings
+    # up and holds (-219 per episode against -448 with 2.0; random actions: -844).
+    max_torque: float = 3.0
     dt: float = 0.1
     g: float = 10.0
     max_steps_in_episode: int = 100

@@ -12,7 +12,7 @@ def numpy_episode(task: dict, theta: float, theta_dot: float, actions, dt=0.1, g
     """Observations and rewards of the pendulum written out step by step."""
     observations, rewards = [], []
     for t, u in enumerate(actions):
-        u = float(np.clip(u, -2.0, 2.0))
+        u = float(np.clip(u, -3.0, 3.0))
         angle = (theta + np.pi) % (2 * np.pi) - np.pi
         rewards.append(-(angle**2 + 0.1 * theta_dot**2 + 0.001 * u**2))
         gain = task["gain"] * (task["crippled_gain"] if t >= task["change_step"] else 1.0)
@@ -50,7 +50,7 @@ def test_dynamics_match_numpy_and_the_motor_is_crippled_exactly_at_the_tasks_ste
         "change_step": 12,
     }
     task = PendulumTask(**{k: jnp.asarray(v) for k, v in fields.items()})
-    actions = np.sin(np.arange(30) * 0.7) * 2.5  # some beyond the torque limit
+    actions = np.sin(np.arange(30) * 0.7) * 3.5  # some beyond the torque limit
     (theta, theta_dot), (obs, reward, terminated, truncated, crippled) = run(
         env, params, task, actions, jax.random.PRNGKey(3)
     )

@@ -458,3 +458,24 @@ def test_sinusoid_table_shows_the_final_mse_after_each_number_of_steps(tmp_path)
     assert "| 20 | Reptile | - | - | - | - |  | not run yet |" in text
     assert (tmp_path / "a" / "sinusoid_maml_k5" / "summary.json").exists()
     assert (tmp_path / "docs" / "figures" / "sinusoid.png").stat().st_size > 0
+
+
+@pytest.mark.slow  # the true-dynamics planner compiles for ~10 s
+def test_grbal_table_puts_each_runs_final_returns_beside_the_references(tmp_path):
+    from benchmarks import grbal_table
+
+    run = tmp_path / "runs" / "grbal_pendulum"
+    run.mkdir(parents=True)
+    names = ("return", "return_no_adaptation", "return_changed", "return_changed_no_adaptation")
+    ev = {name: {"mean": -100.0 - 10 * i, "std": float(i), "per_seed": []} for i, name in enumerate(names)}
+    (run / "summary.json").write_text(json.dumps({"eval": ev, "wall_time_s": 60.0, "compile_s": 6.0}))
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "update": 0, "seed": 0}) + "\n")
+    argv = ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "d"), "--archive", str(tmp_path / "a")]
+    text = grbal_table.main([*argv, "--reference-tasks", "2"])
+    rows = [line for line in text.splitlines() if line.startswith("| meta-trained")]
+    assert rows[0].split("|")[3:5] == [" -100.0 ± 0.0 ", " -120.0 ± 2.0 "]
+    assert rows[1].split("|")[3:5] == [" -110.0 ± 1.0 ", " -130.0 ± 3.0 "]
+    assert "| trained on all data | yes: naive fine-tuning | - | - | not run yet |" in text
+    oracle = next(line for line in text.splitlines() if line.startswith("| true-dynamics MPC"))
+    randomly = next(line for line in text.splitlines() if line.startswith("| random actions"))
+    assert float(oracle.split("|")[3]) > float(randomly.split("|")[3])  # planning with the truth beats chance
