@@ -62,6 +62,9 @@ NOTES = """
   baseline 0.01 at K = 5 and 0.02 at K = 10, 20 (the MAML paper's Fig. 2 legends). "± " in a cell is the
   std over 3 seeds; the 95% interval over tasks of one seed is about 0.1 at MSE 1 (`summary.json`:
   `mse_ci95_after_1`).
+- **Meta-SGD after more than one step**: its step sizes are meta-learned for exactly one step (as in
+  Li et al.); repeated, they overshoot and the error diverges ("diverged": not finite), so its one-step
+  cell is the one to compare.
 - **Published numbers**: the MAML paper reports its sinusoid results only as plots (MSE against steps,
   600 tasks, K = 5, 10, 20). Meta-SGD's Table 1 (Li et al. 2017) is the usual numeric reference; we could
   read its K = 5 cells only (quoted by PaddlePaddle/PARL), and its protocol is not the MAML paper's:
@@ -111,7 +114,16 @@ def table(summaries: dict[tuple[str, int], dict[str, Any] | None]) -> list[str]:
                 lines.append(f"| {k} | {label} | {cells} | {published} | not run yet |")
                 continue
             steps, mean, std = curve(summary)
-            shown = [f"{mean[j]:.3f} ± {std[j]:.3f}" if j in steps else "-" for j in SHOWN_STEPS]
+            shown = [
+                (
+                    "-"
+                    if j not in steps
+                    else f"{mean[j]:.3f} ± {std[j]:.3f}"
+                    if np.isfinite(mean[j])
+                    else "diverged"
+                )
+                for j in SHOWN_STEPS
+            ]
             wall = _common.run_wall_time(summary)
             lines.append(f"| {k} | {label} | " + " | ".join(shown) + f" | {published} | {wall} |")
     return lines
