@@ -95,14 +95,26 @@ def test_reptile_moves_the_initialisation_toward_adapted_parameters():
         (["algo.name=pretrain", "algo.problem.k_shot=0"], "algo.problem.k_shot"),
     ],
 )
-def test_bad_settings_exit_2_in_one_line(tmp_path, args, needle):
+def test_bad_settings_are_refused_naming_the_key(args, needle):
+    with pytest.raises(config.ConfigError, match=needle.replace(".", r"\.")):
+        config.load(None, args)
+
+
+def test_a_bad_setting_exits_2_in_one_line_writing_nothing(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "jaxmeta.train", *args, f"run_dir={tmp_path / 'r'}"],
+        [
+            sys.executable,
+            "-m",
+            "jaxmeta.train",
+            "algo.name=maml",
+            "algo.inner_steps=0",
+            f"run_dir={tmp_path / 'r'}",
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert "algo.inner_steps" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "r").exists()
