@@ -361,19 +361,8 @@ def evaluate_checkpoint(cfg: RunConfig, update: int | None = None) -> dict[str, 
     The keys are the ones :func:`run` would use at that update, so the same
     settings reproduce the run's own evaluation there exactly.
     """
-    run_dir = Path(cfg.run_dir)
-    update = _latest_checkpoint(run_dir / "checkpoints") if update is None else update
-    if update is None or not (run_dir / "checkpoints" / str(update)).is_dir():
-        raise ConfigError(f"no checkpoint{'' if update is None else f' at update {update}'} in {run_dir}")
     t_start = time.perf_counter()
-    algo = algos.REGISTRY[cfg.algo.name].make(cfg)
-    seeds = _Seeds(algo, cfg)
-    checkpoints = _checkpoint_manager(run_dir / "checkpoints", cfg.keep_checkpoints)
-    try:
-        state = checkpoints.restore(update, args=_ocp().args.StandardRestore(seeds.checkpoint_target()))
-    finally:
-        checkpoints.close()
-    state = seeds.from_checkpoint(state)
+    algo, seeds, state, update = _restore(cfg, update)
     keys = seeds.put(eval_keys(cfg, update, seeds.count))
     t_compile = time.perf_counter()
     compiled = seeds.compile(algo.evaluate, state, keys)
@@ -391,6 +380,28 @@ def evaluate_checkpoint(cfg: RunConfig, update: int | None = None) -> dict[str, 
     )
     summary["report"] = algo.report.lines(summary)
     return summary
+
+
+def restore_state(cfg: RunConfig, update: int | None = None) -> tuple[algos.Algo, Any, int]:
+    """``(algo, train state of every seed (leading seed axis), update)`` of a run's checkpoint (default:
+    the latest): for scripts that look into trained parameters."""
+    algo, _, state, update = _restore(cfg, update)
+    return algo, jax.tree.map(lambda x: np.asarray(x)[: cfg.seeds], jax.device_get(state)), update
+
+
+def _restore(cfg: RunConfig, update: int | None) -> tuple[algos.Algo, Any, Any, int]:
+    run_dir = Path(cfg.run_dir)
+    update = _latest_checkpoint(run_dir / "checkpoints") if update is None else update
+    if update is None or not (run_dir / "checkpoints" / str(update)).is_dir():
+        raise ConfigError(f"no checkpoint{'' if update is None else f' at update {update}'} in {run_dir}")
+    algo = algos.REGISTRY[cfg.algo.name].make(cfg)
+    seeds = _Seeds(algo, cfg)
+    checkpoints = _checkpoint_manager(run_dir / "checkpoints", cfg.keep_checkpoints)
+    try:
+        state = checkpoints.restore(update, args=_ocp().args.StandardRestore(seeds.checkpoint_target()))
+    finally:
+        checkpoints.close()
+    return algo, seeds, seeds.from_checkpoint(state), update
 
 
 def check_memory(state: Any, scale: float = 1.0) -> None:

@@ -86,6 +86,11 @@ def adaptation_mse(
 
 def held_out_set(key: jax.Array, num_tasks: int, k_shot: int, num_query: int) -> tuple[Batch, Batch]:
     """Held-out tasks with ``k_shot`` support and ``num_query`` query points each (fixed by ``key``)."""
-    task_key, support_key, query_key = jax.random.split(key, 3)
-    tasks = sample_tasks(task_key, num_tasks)
+    _, support_key, query_key = jax.random.split(key, 3)
+    tasks = held_out_tasks(key, num_tasks)
     return sample_points(support_key, tasks, k_shot), sample_points(query_key, tasks, num_query)
+
+
+def held_out_tasks(key: jax.Array, num_tasks: int) -> SinusoidTasks:
+    """The sinusoids of :func:`held_out_set` with the same ``key``."""
+    return sample_tasks(jax.random.split(key, 3)[0], num_tasks)
