@@ -107,3 +107,40 @@ def test_finds_the_global_optimum_of_rastrigin_from_a_few_basins_away():
     )
     mean = run(rastrigin, 5, 600, settings, start=3.0)
     assert float(-rastrigin(mean)) < 1.0, mean  # the global basin (the nearest local optima score ~1 or more)
+
+
+def test_generations_equal_evosax_open_es_on_the_same_noise():
+    """evosax 0.3's Open_ES minimises -fitness with centered ranks and optax Adam; with a constant sigma
+    and no L2 its gradient is ours / (2 sigma), a positive multiple that Adam's steps do not see."""
+    pytest.importorskip(
+        "evosax", reason="evosax (the bench extra) is not installed: pip install -e '.[bench]'"
+    )
+    import optax
+    from evosax.algorithms import Open_ES
+
+    dim, pop = 6, 32
+    settings = open_es.Settings(
+        population_size=pop, sigma_init=0.05, sigma_decay=1.0, learning_rate=0.01, l2_coeff=0.0
+    )
+    start = jnp.asarray(np.random.default_rng(2).normal(size=dim), jnp.float32)
+    es = Open_ES(
+        population_size=pop,
+        solution=start,
+        use_antithetic_sampling=True,
+        optimizer=optax.adam(0.01),
+        std_schedule=optax.constant_schedule(0.05),
+    )
+    params = es.default_params
+    theirs = es.init(jax.random.PRNGKey(0), start, params)
+    ours = open_es.init(start, settings)
+
+    def fitness_fn(x):
+        return -jnp.sum((x - 0.3) ** 2, axis=-1) + 0.1 * jnp.sin(5 * x).sum(-1)
+
+    for g in range(5):
+        population, theirs_asked = es.ask(jax.random.PRNGKey(10 + g), theirs, params)
+        noise = (population[: pop // 2] - theirs.mean) / theirs.std  # their directions, fed to our tell
+        fitness = fitness_fn(population)
+        theirs, _ = es.tell(jax.random.PRNGKey(20 + g), population, -fitness, theirs_asked, params)
+        ours = open_es.tell(ours, noise, fitness, settings)
+        np.testing.assert_allclose(ours.mean, theirs.mean, rtol=1e-4, atol=1e-6)
