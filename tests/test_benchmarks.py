@@ -325,3 +325,19 @@ def test_maml_speed_quick_reports_rates_from_its_timed_blocks(tmp_path):
     rates = report["meta_iterations_per_s"]
     assert report["ratios"][f"{scan} / torch.func"] == pytest.approx(rates[scan] / rates["torch.func"])
     assert json.loads((tmp_path / "m.json").read_text())["ratios"] == report["ratios"]
+
+
+@pytest.mark.slow  # six programs to compile: ~25 s
+def test_es_speed_quick_reports_rates_from_its_timed_blocks(tmp_path):
+    pytest.importorskip("evosax", reason="the bench extra (evosax) is not installed")
+    from benchmarks import es_speed
+
+    report = es_speed.main(["--quick", "--out", str(tmp_path / "e.json")])
+    rates = report["generations_per_s"]
+    for name, times in report["seconds_per_generation"].items():
+        assert rates[name] == pytest.approx(1 / statistics.median(times))
+    scan = next(kind for kind in report["ratios_ours_over_evosax"] if "scan" in kind)
+    assert report["ratios_ours_over_evosax"][scan] == pytest.approx(
+        rates[f"ours, {scan}"] / rates[f"evosax, {scan}"]
+    )
+    assert report["env_steps_per_s"][f"ours, {scan}"] == pytest.approx(rates[f"ours, {scan}"] * 16 * 20)
