@@ -21,6 +21,7 @@ from envs_jax.bandits import BanditTask, BernoulliBandit
 from envs_jax.gridworld import Gridworld, GridworldTask, make_task_set, optimal_returns
 from envs_jax.registry import EnvEntry, Setting, check_value, entry, register, registered
 from envs_jax.vector import VmapEnv, as_batched
+from envs_jax.walker import Walker
 from envs_jax.wrappers import LegacyStepWrapper
 
 
@@ -164,6 +165,34 @@ register(
 )
 
 
+def _walker_check(settings: dict[str, Any]) -> None:
+    from envs_jax.walker import check_terrain
+
+    check_terrain(settings)
+
+
+register(
+    EnvEntry(
+        id="Walker-v0",
+        build=Walker,
+        description="a planar two-legged walker on POET's parameterised obstacle course (roughness, stump "
+        "heights, gap widths): a simplified pure-JAX model of BipedalWalkerHardcore",
+        settings={
+            "course_length": Setting(24.0, "metres to the finish", "constructor", min=1.0, max=500.0),
+            "cell": Setting(0.2, "spacing of the height field, metres", "constructor", min=0.05, max=1.0),
+            "roughness": Setting(0.0, "ground roughness (POET: 0-10)", "params", min=0.0, max=10.0),
+            "stump_low": Setting(0.0, "lowest stump height, metres", "params", min=0.0, max=3.0),
+            "stump_high": Setting(0.0, "highest stump height; 0: no stumps", "params", min=0.0, max=3.0),
+            "gap_low": Setting(0.0, "narrowest gap, metres", "params", min=0.0, max=10.0),
+            "gap_high": Setting(0.0, "widest gap; 0: no gaps", "params", min=0.0, max=10.0),
+            "seed": Setting(0, "the terrain layout's seed", "params", min=0),
+            "max_steps_in_episode": Setting(500, "step cap (0.04 s per step)", "params", min=1),
+        },
+        check=_walker_check,
+    )
+)
+
+
 def _numpy_chain(length: int, max_steps: int) -> Any:
     from envs_jax.host.toy import make_numpy_chain  # imported when asked for: the host path is optional
 
@@ -197,6 +226,7 @@ __all__ = [
     "PendulumTask",
     "Setting",
     "VmapEnv",
+    "Walker",
     "as_batched",
     "entry",
     "make",
