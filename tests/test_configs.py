@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from jaxmeta import config
 
@@ -51,6 +52,26 @@ def test_ablation_changes_only_its_factor(name, base, changed):
     assert set(config.diff(a, b)) == changed
 
 
+# Sizes that only scale the work of one update (not the program's structure), cut for the smoke run:
+# one GrBAL update plans 1000 sequences for 8 episodes and its evaluation 64 more.
+SMOKE_SIZES = {
+    "grbal": [
+        "algo.episodes_per_update=2",
+        "algo.model_steps=2",
+        "algo.num_candidates=50",
+        "algo.eval.num_tasks=2",
+    ]
+}
+
+
+def _base_algo(path):
+    raw = yaml.safe_load(path.read_text())
+    while "base" in raw and not raw.get("algo", {}).get("name"):
+        path = path.parent / raw["base"]
+        raw = yaml.safe_load(path.read_text())
+    return raw.get("algo", {}).get("name")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_config_trains_and_evaluates(path, tmp_path):
@@ -59,6 +80,8 @@ def test_every_config_trains_and_evaluates(path, tmp_path):
     from jaxmeta import runner
 
     small = ["seeds=1", "num_updates=1", "chunk_size=1", "eval_every=1", "checkpoint_every=1", "log_every=1"]
+    method = yaml.safe_load(path.read_text()).get("algo", {}).get("name") or _base_algo(path)
+    small += SMOKE_SIZES.get(method, [])
     cfg = config.load(str(path), [*small, "progress=false", "plots=false", f"run_dir={tmp_path / 'run'}"])
     summary = runner.run(cfg, log=lambda *_: None)
     assert summary["updates_run"] == 1 and summary["eval"]
