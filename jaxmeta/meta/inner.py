@@ -72,7 +72,8 @@ def adapt(
     def step(current: Any, _: None) -> tuple[Any, None]:
         return sgd_step(loss_fn, current, batch, step_size, first_order), None
 
-    return jax.lax.scan(step, params, None, length=num_steps)[0]
+    # Unrolled for the few steps meta-learning takes: a scan's loop costs more than one small step.
+    return jax.lax.scan(step, params, None, length=num_steps, unroll=min(num_steps, 8))[0]
 
 
 def adaptation_losses(
