@@ -163,16 +163,31 @@ def run_setting(
     return cells
 
 
+SPLIT_SEEDS = 3  # an RL^2 setting may instead be trained as single-seed runs NAME_s0, NAME_s1, NAME_s2
+
+
+def rl2_summaries(runs_dir: Path, name: str, archive: Path) -> list[dict[str, Any]]:
+    """The finished summaries of run ``name``, or of its single-seed parts ``name_sI`` (``seeds=1
+    seed=I name=name_sI``: a run that fits in one session); archives the live runs."""
+    found = []
+    for candidate in [name] + [f"{name}_s{i}" for i in range(SPLIT_SEEDS)]:
+        run = _common.find_run(runs_dir, candidate, archive)
+        if run is not None and (run / "summary.json").exists():
+            _common.archive_run(run, archive)
+            found.append(json.loads((run / "summary.json").read_text()))
+            if candidate == name:
+                return found
+    return found
+
+
 def rl2_cells(runs_dir: Path, n: int, k: int, archive: Path = _common.ARCHIVE_DIR) -> dict[str, Any] | None:
-    """The RL^2 run of setting (n, k), if it has finished: mean +- std over seeds of its final
-    evaluation (``eval.num_tasks`` held-out tasks per seed) and what training cost."""
-    run = _common.find_run(runs_dir, f"rl2_bandit_n{n}_k{k}", archive)
-    if run is None or not (run / "summary.json").exists():
+    """The RL^2 run of setting (n, k), if it has finished (or its finished single-seed parts): mean +- std
+    over seeds of its final evaluation (``eval.num_tasks`` held-out tasks per seed) and what training
+    cost (wall time summed over parts)."""
+    summaries = rl2_summaries(runs_dir, f"rl2_bandit_n{n}_k{k}", archive)
+    if not summaries:
         return None
-    _common.archive_run(run, archive)
-    summary_path = run / "summary.json"
-    summary = json.loads(summary_path.read_text())
-    finals = np.asarray(summary["eval"]["total_return"]["per_seed"], float)
+    finals = np.concatenate([np.asarray(s["eval"]["total_return"]["per_seed"], float) for s in summaries])
     paper = PAPER[(n, k)]["rl2"]
     mean = float(finals.mean())
     return {
@@ -182,10 +197,11 @@ def rl2_cells(runs_dir: Path, n: int, k: int, archive: Path = _common.ARCHIVE_DI
         "paper": paper,
         "relative_gap": (mean - paper) / paper,
         "within_target": abs(mean - paper) / paper <= TARGET,
-        "updates": summary.get("updates_run"),
-        "env_steps_per_seed": summary.get("final_train", {}).get("env_steps", {}).get("mean"),
-        "wall_time_s": summary.get("wall_time_s"),
-        "compile_s": summary.get("compile_s"),
+        "updates": summaries[0].get("updates_run"),
+        "env_steps_per_seed": summaries[0].get("final_train", {}).get("env_steps", {}).get("mean"),
+        "wall_time_s": sum(s.get("wall_time_s") or 0.0 for s in summaries),
+        "compile_s": sum(s.get("compile_s") or 0.0 for s in summaries),
+        "runs": len(summaries),
     }
 
 

@@ -341,3 +341,23 @@ def test_es_speed_quick_reports_rates_from_its_timed_blocks(tmp_path):
         rates[f"ours, {scan}"] / rates[f"evosax, {scan}"]
     )
     assert report["env_steps_per_s"][f"ours, {scan}"] == pytest.approx(rates[f"ours, {scan}"] * 16 * 20)
+
+
+def test_rl2_cells_merge_single_seed_runs(tmp_path):
+    """An RL^2 setting trained one seed per run: the seeds of its parts are pooled, the costs summed."""
+    from benchmarks import bandit_table
+
+    def part(name, per_seed, wall):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        summary = {"eval": {"total_return": {"per_seed": per_seed}}, "wall_time_s": wall, "compile_s": 1.0}
+        (run / "summary.json").write_text(json.dumps(summary))
+        (run / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "update": 0, "seed": 0}) + "\n")
+
+    part("rl2_bandit_n10_k5_s0", [6.0], 100.0)
+    part("rl2_bandit_n10_k5_s2", [7.0], 50.0)
+    cell = bandit_table.rl2_cells(tmp_path / "runs", 10, 5, tmp_path / "archive")
+    assert cell["per_seed"] == [6.0, 7.0] and cell["mean"] == 6.5 and cell["std_over_seeds"] == 0.5
+    assert cell["wall_time_s"] == 150.0 and cell["runs"] == 2
+    assert (tmp_path / "archive" / "rl2_bandit_n10_k5_s2" / "summary.json").exists()
+    assert bandit_table.rl2_cells(tmp_path / "runs", 10, 10, tmp_path / "archive") is None
