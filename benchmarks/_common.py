@@ -303,24 +303,23 @@ def run_wall_time(summary: dict[str, Any]) -> str:
 
 
 def draw_eval_returns(
-    ax: Any, table: dict[str, Any], color: str, label: str, running: bool, **kw: Any
+    ax: Any,
+    table: dict[str, Any],
+    color: str,
+    label: str,
+    running: bool,
+    metric: str = "eval/return",
+    **kw: Any,
 ) -> None:
-    """A run's evaluation return (mean +- std over seeds) against its env steps (updates where it
-    logged none); dashed while the run is still ``running``. ``table`` as ``jaxmeta.plots.read_metrics``."""
+    """A run's evaluation ``metric`` (mean +- std over seeds) against its env steps (updates where it
+    logged none); dashed while the run is still ``running`` (unless ``linestyle`` is given). ``table``
+    as ``jaxmeta.plots.read_metrics``."""
     from jaxmeta.plots import band, samples_at, seed_curve
 
-    updates, mean, std = seed_curve(table["eval"]["eval/return"])
+    updates, mean, std = seed_curve(table["eval"][metric])
     steps = samples_at(table, "env_steps", updates)
-    band(
-        ax,
-        updates if steps is None else steps,
-        mean,
-        std,
-        color,
-        label=label,
-        linestyle="--" if running else "-",
-        **kw,
-    )
+    kw.setdefault("linestyle", "--" if running else "-")
+    band(ax, updates if steps is None else steps, mean, std, color, label=label, **kw)
 
 
 def save_curve_panels(fig: Any, axes: Any, titles: Sequence[str], xlabel: str, path: Path) -> Path:

@@ -201,45 +201,20 @@ def main(argv: list[str] | None = None) -> str:
 
 
 def figure(loaded: dict[str, Any], path: Path) -> Path:
-    from jaxmeta.plots import band, samples_at, seed_curve
-
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    curves = (  # (panel, metric, line style, label suffix)
+        (0, "eval/return", "-", "adapted"),
+        (0, "eval/return_no_adaptation", ":", "not adapted"),
+        (1, "eval/model_error_before", ":", "before adaptation"),
+        (1, "eval/model_error_after", "-", "after adaptation"),
+    )
     for i, (name, label) in enumerate(RUNS.items()):
         run = loaded[name]
-        if run is None:
-            continue
-        table = run["table"]
-        for metric, style, suffix in (
-            ("eval/return", "-", "adapted"),
-            ("eval/return_no_adaptation", ":", "not adapted"),
-        ):
-            if table["eval"].get(metric):
-                updates, mean, std = seed_curve(table["eval"][metric])
-                steps = samples_at(table, "env_steps", updates)
-                band(
-                    axes[0],
-                    updates if steps is None else steps,
-                    mean,
-                    std,
-                    f"C{i}",
-                    label=f"{label}, {suffix}",
-                    linestyle=style,
-                )
-        for metric, style, suffix in (
-            ("eval/model_error_before", ":", "before"),
-            ("eval/model_error_after", "-", "after"),
-        ):
-            if table["eval"].get(metric):
-                updates, mean, std = seed_curve(table["eval"][metric])
-                steps = samples_at(table, "env_steps", updates)
-                band(
-                    axes[1],
-                    updates if steps is None else steps,
-                    mean,
-                    std,
-                    f"C{i}",
-                    label=f"{label}, {suffix} adaptation",
-                    linestyle=style,
+        for panel, metric, style, suffix in curves if run is not None else ():
+            if run["table"]["eval"].get(metric):
+                running = run["summary"] is None
+                _common.draw_eval_returns(
+                    axes[panel], run["table"], f"C{i}", f"{label}, {suffix}", running, metric, linestyle=style
                 )
     axes[0].set_ylabel("held-out return (100 steps)")
     axes[1].set_ylabel("one-step model error (scaled MSE)")

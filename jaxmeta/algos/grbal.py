@@ -217,7 +217,10 @@ def make(cfg: Any) -> Algo:
         def step(carry: tuple, step_key: jax.Array) -> tuple[tuple, dict]:
             obs, state, history = carry
             plan_key, random_key, env_key = jax.random.split(step_key, 3)
-            model_params = adapted(params, history) if adapt else params["model"]
+            adapted_params = adapted(
+                params, history
+            )  # planned with if adapt; its error is reported either way
+            model_params = adapted_params if adapt else params["model"]
             planned = mpc_action(
                 model,
                 model_params,
@@ -237,7 +240,7 @@ def make(cfg: Any) -> Algo:
             one = (obs[None], action[None], next_obs[None], jnp.ones(1))
             errors = {
                 f"model_error_{name}": loss_fn(p, one)
-                for name, p in (("before", params["model"]), ("after", adapted(params, history)))
+                for name, p in (("before", params["model"]), ("after", adapted_params))
             }
             history = jax.tree.map(lambda h, x: jnp.concatenate([h[1:], x]), history, one)
             return (next_obs, state, history), {"obs": obs, "action": action, "reward": reward, **errors}

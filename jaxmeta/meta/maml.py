@@ -14,6 +14,7 @@ the query-loss gradient at the adapted parameters.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -52,16 +53,13 @@ def maml_loss(
     ``query`` (vmapped). ``step_size`` (a float or a Meta-SGD pytree) is shared by all tasks; to
     meta-learn it, differentiate a function of ``(params, step_size)`` that calls this."""
 
-    def one(s: Any, q: Any) -> jax.Array:
-        return task_loss(
-            params,
-            s,
-            q,
-            inner_loss=inner_loss,
-            num_steps=num_steps,
-            step_size=step_size,
-            outer_loss=outer_loss,
-            first_order=first_order,
-        )
-
+    one = functools.partial(
+        task_loss,
+        params,
+        inner_loss=inner_loss,
+        num_steps=num_steps,
+        step_size=step_size,
+        outer_loss=outer_loss,
+        first_order=first_order,
+    )
     return jax.vmap(one)(support, query).mean()
