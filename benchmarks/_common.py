@@ -242,6 +242,15 @@ def find_run(runs: str | os.PathLike[str], name: str, archive: Path = ARCHIVE_DI
     return record if has_log[1] else None
 
 
+SPLIT_SEEDS = 3  # a comparison run may instead be trained as single-seed runs NAME_s0, NAME_s1, NAME_s2
+
+
+def run_names(name: str) -> list[str]:
+    """The names a comparison run ``name`` may be found under: itself, else its single-seed parts
+    ``name_sI`` (``seeds=1 seed=I name=name_sI``, one per session: the same seeds as the whole run)."""
+    return [name] + [f"{name}_s{i}" for i in range(SPLIT_SEEDS)]
+
+
 def archive_run(run: str | os.PathLike[str], archive: Path = ARCHIVE_DIR) -> Path | None:
     """Copy the small record of run directory ``run`` into ``archive/NAME`` (replacing an older one)
     and return it; None when ``run`` is already inside ``archive``, has no metrics log, or is unfinished

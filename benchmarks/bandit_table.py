@@ -163,14 +163,11 @@ def run_setting(
     return cells
 
 
-SPLIT_SEEDS = 3  # an RL^2 setting may instead be trained as single-seed runs NAME_s0, NAME_s1, NAME_s2
-
-
 def rl2_summaries(runs_dir: Path, name: str, archive: Path) -> list[dict[str, Any]]:
     """The finished summaries of run ``name``, or of its single-seed parts ``name_sI`` (``seeds=1
     seed=I name=name_sI``: a run that fits in one session); archives the live runs."""
     found = []
-    for candidate in [name] + [f"{name}_s{i}" for i in range(SPLIT_SEEDS)]:
+    for candidate in _common.run_names(name):
         run = _common.find_run(runs_dir, candidate, archive)
         if run is not None and (run / "summary.json").exists():
             _common.archive_run(run, archive)

@@ -84,18 +84,15 @@ def recorded(sources: Sources, name: str) -> dict[str, Any] | None:
     return json.loads(sources.recorded.read_text())["runs"].get(name)
 
 
-SPLIT_SEEDS = 3  # a comparison run may instead be trained as single-seed runs NAME_s0, NAME_s1, NAME_s2
-
-
 def load(sources: Sources, name: str) -> dict[str, Any] | None:
     """``{"table", "summary" (None while training), "config"}`` of a run (its live directory, else its
     archived record), or of its single-seed parts ``NAME_sI`` merged (``"parts"``: how many, each one
     ``seeds=1 seed=I name=NAME_sI``: a run that fits in one session); ``None`` if none exists.
     Archives the live runs."""
-    whole = load_one(sources, name)
-    if whole is not None:
-        return whole
-    parts = [part for i in range(SPLIT_SEEDS) if (part := load_one(sources, f"{name}_s{i}")) is not None]
+    whole, *split = _common.run_names(name)
+    if (run := load_one(sources, whole)) is not None:
+        return run
+    parts = [part for part_name in split if (part := load_one(sources, part_name)) is not None]
     if not parts:
         return None
     table: dict[str, Any] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
