@@ -170,7 +170,7 @@ def game_table(sources: Sources, game: str) -> list[str]:
         run, name = loaded[method], run_name(method, game)
         if run is None and kept[method] is not None:
             entry = kept[method]
-            status = "finished (run directory lost; cells as recorded)"
+            status = entry.get("status", "finished (run directory lost; cells as recorded)")
             lines.append(
                 f"| `configs/{name}.yaml` | {status} | {entry['wall_time']} | {entry['frames_per_s']:,} |"
             )
