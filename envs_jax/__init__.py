@@ -144,6 +144,14 @@ register(
 )
 
 
+def _pendulum_check(values: dict[str, Any]) -> None:
+    if values["crippled_gain_min"] > values["crippled_gain_max"]:
+        raise ValueError(
+            f"AdaptivePendulum-v0: crippled_gain_min ({values['crippled_gain_min']}) is above "
+            f"crippled_gain_max ({values['crippled_gain_max']})"
+        )
+
+
 register(
     EnvEntry(
         id="AdaptivePendulum-v0",
@@ -160,7 +168,18 @@ register(
                 max=1.0,
             ),
             "dt": Setting(0.1, "seconds per step", "params", min=0.001),
+            "crippled_gain_min": Setting(
+                0.2,
+                "lowest factor on the motor's gain after the change (negative: the motor reverses)",
+                "params",
+                min=-2.0,
+                max=2.0,
+            ),
+            "crippled_gain_max": Setting(
+                0.6, "highest factor on the motor's gain after the change", "params", min=-2.0, max=2.0
+            ),
         },
+        check=_pendulum_check,
     )
 )
 

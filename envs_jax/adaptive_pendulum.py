@@ -6,7 +6,8 @@ Why a pendulum family: GrBAL's claim is that a dynamics model meta-trained for o
 adaptation follows changes of the dynamics online (its experiments: a half-cheetah or ant with a
 crippled leg or joint, sloped terrain, changed buoyancy). A *task* here is the pendulum's mass, length
 and joint friction, its motor's gain, and a step at which the motor loses part of its power (a crippled
-actuator, as GrBAL's crippled joints: the same action moves the body less); the observation never shows
+actuator, as GrBAL's crippled joints: the same action moves the body less) or, with a negative
+``crippled_gain`` range, reverses (a miswired actuator); the observation never shows
 any of them, so a model that does not adapt predicts wrongly after the change. It is cheap enough for a
 2-core CPU to meta-train a model and run a 1000-sequence MPC at every step.
 
@@ -33,7 +34,6 @@ MASS = (0.5, 1.5)
 LENGTH = (0.7, 1.3)
 FRICTION = (0.0, 0.4)
 GAIN = (0.7, 1.3)
-CRIPPLED_GAIN = (0.2, 0.6)  # fraction of the motor's gain left after the change
 NO_CHANGE = 2**30  # change_step of a task whose motor stays whole
 
 
@@ -65,6 +65,12 @@ class EnvParams(environment.EnvParams):
     g: float = 10.0
     max_steps_in_episode: int = 100
     change_probability: float = 0.5  # of a sampled task's motor being crippled within the episode
+    # The factor on the motor's gain from the change on, uniform in [min, max]. The default, 20-60% of
+    # the gain left, is a weakened motor; a negative range is a reversed one (a miswired or
+    # miscalibrated actuator, like the pose miscalibration of GrBAL's real robot): the same command
+    # turns the pendulum the other way, which feedback alone cannot correct but one adapted model can.
+    crippled_gain_min: float = 0.2
+    crippled_gain_max: float = 0.6
 
 
 def angle_normalize(x: jax.Array) -> jax.Array:
@@ -165,7 +171,7 @@ class AdaptivePendulum(environment.Environment[EnvState, EnvParams]):
             length=uniform(keys[1], LENGTH),
             friction=uniform(keys[2], FRICTION),
             gain=uniform(keys[3], GAIN),
-            crippled_gain=uniform(keys[4], CRIPPLED_GAIN),
+            crippled_gain=uniform(keys[4], (params.crippled_gain_min, params.crippled_gain_max)),
             change_step=jnp.where(changes, step, NO_CHANGE).astype(jnp.int32),
         )
 

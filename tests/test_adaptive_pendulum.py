@@ -87,3 +87,29 @@ def test_episodes_truncate_at_the_limit_and_tasks_are_deterministic_by_key():
     assert 0.45 < changes.mean() < 0.55  # change_probability 0.5
     steps = np.asarray(tasks.change_step)[changes]
     assert steps.min() >= 1 and steps.max() <= 4  # the middle half of a 5-step episode
+
+
+def test_a_negative_crippled_gain_range_reverses_the_motor_and_a_reversed_range_is_refused():
+    env, params = envs_jax.make("AdaptivePendulum-v0", crippled_gain_min=-1.0, crippled_gain_max=-0.5)
+    tasks = jax.vmap(env.sample_task, in_axes=(0, None))(jax.random.split(jax.random.PRNGKey(2), 500), params)
+    factors = np.asarray(tasks.crippled_gain)
+    assert factors.min() >= -1.0 and factors.max() <= -0.5 and factors.std() > 0.1
+    # The reversed motor against the numpy pendulum, across the change.
+    fields = {
+        "mass": 0.9,
+        "length": 1.2,
+        "friction": 0.1,
+        "gain": 0.8,
+        "crippled_gain": -0.7,
+        "change_step": 5,
+    }
+    task = PendulumTask(**{k: jnp.asarray(v) for k, v in fields.items()})
+    actions = np.full(12, 2.0)
+    (theta, theta_dot), (obs, *_) = run(env, params, task, actions, jax.random.PRNGKey(4))
+    np.testing.assert_allclose(obs, numpy_episode(fields, theta, theta_dot, actions)[0], rtol=1e-4, atol=1e-4)
+    try:
+        envs_jax.make("AdaptivePendulum-v0", crippled_gain_min=0.5, crippled_gain_max=0.2)
+    except ValueError as error:
+        assert "crippled_gain_min (0.5) is above crippled_gain_max (0.2)" in str(error)
+    else:
+        raise AssertionError("a crippled-gain range with min above max was accepted")
