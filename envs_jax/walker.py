@@ -105,6 +105,70 @@ def check_terrain(encoding: dict[str, float]) -> None:
             raise ValueError(f"{kind}_low must be <= {kind}_high, got {low} > {high}")
 
 
+# ----------------------------------------------------------------------------- POET's terrain encoding
+ENCODING = ("roughness", "stump_low", "stump_high", "gap_low", "gap_high")
+# POET's reproducer (uber-research/poet ``reproduce_ops.py``): roughness moves by U(-0.6, 0.6); a stump
+# or gap range, once it exists, moves each end by -inc, 0 or +inc (not both 0), never below its first
+# range's ends, never above the cap, low <= high. Here in metres (POET's units: BipedalWalker's terrain
+# steps of 0.47 m), the caps our ranges' (TERRAIN_LIMITS).
+ROUGHNESS_STEP = 0.6
+RANGE_MUTATIONS = {  # (first range, increment, cap)
+    "stump": ((0.0, 0.4), 0.2, TERRAIN_LIMITS["stump_high"][1]),
+    "gap": ((0.0, 0.8), 0.4, TERRAIN_LIMITS["gap_high"][1]),
+}
+
+
+def encode(params: EnvParams) -> jax.Array:
+    """A terrain's encoding ``[5]``: ``ENCODING``'s fields of ``params``."""
+    return jnp.stack([jnp.asarray(getattr(params, name), jnp.float32) for name in ENCODING])
+
+
+def with_encoding(params: EnvParams, encoding: jax.Array, seed: jax.Array | None = None) -> EnvParams:
+    """``params`` on the terrain ``encoding`` (and layout ``seed``, if given)."""
+    fields = {name: encoding[i] for i, name in enumerate(ENCODING)}
+    if seed is not None:
+        fields["seed"] = seed
+    return params.replace(**fields)
+
+
+def _round1(x: jax.Array) -> jax.Array:
+    return jnp.round(x * 10.0) / 10.0
+
+
+def _mutate_range(key: jax.Array, low: jax.Array, high: jax.Array, kind: str) -> tuple[jax.Array, jax.Array]:
+    (first_low, first_high), increment, cap = RANGE_MUTATIONS[kind]
+    changes = jnp.array([increment, 0.0, -increment])
+    new_low = _round1(low + changes)[:, None] * jnp.ones((1, 3))  # [3, 3]: (change of low, of high)
+    new_high = _round1(high + changes)[None, :] * jnp.ones((3, 1))
+    moved = ~((changes[:, None] == 0) & (changes[None, :] == 0))
+    allowed = (
+        moved
+        & (new_low <= cap)
+        & (new_low >= first_low)
+        & (new_high <= cap)
+        & (new_high >= first_high)
+        & (new_low <= new_high)
+    ).reshape(-1)
+    pick = jax.random.categorical(key, jnp.where(allowed, 0.0, -jnp.inf))
+    some = allowed.any()
+    low2 = jnp.where(some, new_low.reshape(-1)[pick], low)
+    high2 = jnp.where(some, new_high.reshape(-1)[pick], high)
+    empty = high <= 0.0  # no obstacles of this kind yet: the first range
+    return jnp.where(empty, first_low, low2), jnp.where(empty, first_high, high2)
+
+
+def mutate_encoding(key: jax.Array, encoding: jax.Array) -> jax.Array:
+    """A child terrain of ``encoding`` by POET's reproducer (``RANGE_MUTATIONS``): every part moves."""
+    rough_key, stump_key, gap_key = jax.random.split(key, 3)
+    roughness = _round1(
+        encoding[0] + jax.random.uniform(rough_key, (), minval=-ROUGHNESS_STEP, maxval=ROUGHNESS_STEP)
+    )
+    roughness = jnp.clip(roughness, *TERRAIN_LIMITS["roughness"])
+    stump = _mutate_range(stump_key, encoding[1], encoding[2], "stump")
+    gap = _mutate_range(gap_key, encoding[3], encoding[4], "gap")
+    return jnp.stack([roughness, *stump, *gap]).astype(jnp.float32)
+
+
 def terrain_heights(params: EnvParams, course_length: float, cell: float, count: int) -> jax.Array:
     """The ground height at ``count`` points ``cell`` apart from x = 0, drawn from ``params.seed``."""
     key = jax.random.PRNGKey(params.seed)
@@ -301,6 +365,20 @@ class Walker(environment.Environment[EnvState, EnvParams]):
     def is_terminal(self, state: EnvState, params: EnvParams) -> jax.Array:
         return jnp.zeros((), bool)
 
+    # ------------------------------------------------------------ POET's terrain interface
+    encoding_names = ENCODING
+
+    def encode(self, params: EnvParams) -> jax.Array:
+        return encode(params)
+
+    def with_encoding(
+        self, params: EnvParams, encoding: jax.Array, seed: jax.Array | None = None
+    ) -> EnvParams:
+        return with_encoding(params, encoding, seed)
+
+    def mutate_encoding(self, key: jax.Array, encoding: jax.Array) -> jax.Array:
+        return mutate_encoding(key, encoding)
+
     def render_points(self, state: EnvState) -> dict[str, jax.Array]:
         """Hull corners, hip, knees and feet, for drawing (``benchmarks`` GIFs)."""
         hip = state.pose[:2] + rotate(state.pose[2], jnp.array([0.0, -HIP_DROP]))
@@ -316,12 +394,17 @@ class Walker(environment.Environment[EnvState, EnvParams]):
 
 
 __all__ = [
+    "ENCODING",
+    "RANGE_MUTATIONS",
     "TERRAIN_LIMITS",
     "EnvParams",
     "EnvState",
     "Walker",
     "check_terrain",
+    "encode",
     "feet",
     "ground",
+    "mutate_encoding",
     "terrain_heights",
+    "with_encoding",
 ]

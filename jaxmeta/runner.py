@@ -233,7 +233,7 @@ def _train(cfg: RunConfig, run_dir: Path, start_update: int, is_writer: bool, lo
         )
         state = seeds.from_checkpoint(state)
         log(f"Resuming {run_dir} from the checkpoint at update {start_update}.")
-        if not seeds.vmapped:
+        if runs_on_host(cfg):
             log(
                 "(A host environment's own state is not in the checkpoint: it restarts, so the resumed run "
                 "equals an uninterrupted one only as far as that environment is deterministic.)"
@@ -267,7 +267,12 @@ def _train(cfg: RunConfig, run_dir: Path, start_update: int, is_writer: bool, lo
     how = (
         f"on {seeds.mesh.devices.size} {jax.default_backend()} device(s)"
         if seeds.vmapped
-        else "one seed after another (its environment runs on the host and cannot be vmapped)"
+        else "one seed after another ("
+        + (
+            "its environment runs on the host and cannot be vmapped)"
+            if runs_on_host(cfg)
+            else "the method branches on its state, which vmap would flatten)"
+        )
     )
     if seeds.padded:
         how += f" ({seeds.count - cfg.seeds} more seed(s) computed to fill the devices, then dropped)"

@@ -392,3 +392,52 @@ def regression_eval_metrics(setup: RegressionSetup, params: Any, step_size: Any,
     for j in sorted({1, evaluation.steps}):
         metrics[f"eval/mse_ci95_after_{j}"] = half_width[j]
     return metrics
+
+
+# ----------------------------------------------------------------------------- evolution strategies
+@dataclasses.dataclass
+class ESConfig:
+    """OpenES's settings (:class:`jaxmeta.evolution.open_es.Settings`); defaults: POET's runs."""
+
+    population_size: int = param(512, "candidates per generation, mirrored pairs (even; POET: 512)", min=2)
+    sigma: float = param(0.1, "initial noise std (POET: 0.1)", min=0.0, min_exclusive=True)
+    sigma_decay: float = param(0.999, "sigma's factor per generation (POET: 0.999)", min=0.0, max=1.0)
+    sigma_limit: float = param(0.01, "sigma's floor (POET: 0.01)", min=0.0, min_exclusive=True)
+    learning_rate: float = param(0.01, "Adam's step size (POET: 0.01)", min=0.0, min_exclusive=True)
+    learning_rate_decay: float = param(
+        0.9999, "step size factor per generation (POET: 0.9999)", min=0.0, max=1.0
+    )
+    learning_rate_limit: float = param(0.001, "step size floor (POET: 0.001)", min=0.0, min_exclusive=True)
+    l2_coeff: float = param(0.01, "L2 decay of the weights (POET: 0.01)", min=0.0)
+
+
+def es_settings(es: ESConfig) -> Any:
+    """The OpenES settings of a config section; an odd population is a ``ConfigError``."""
+    from jaxmeta.evolution import open_es
+
+    if es.population_size % 2:
+        raise ConfigError(f"es.population_size must be even (mirrored pairs), got {es.population_size}")
+    return open_es.Settings(
+        population_size=es.population_size,
+        sigma_init=es.sigma,
+        sigma_decay=es.sigma_decay,
+        sigma_limit=es.sigma_limit,
+        learning_rate=es.learning_rate,
+        learning_rate_decay=es.learning_rate_decay,
+        learning_rate_limit=es.learning_rate_limit,
+        l2_coeff=es.l2_coeff,
+    )
+
+
+def require_terrain_interface(cfg: Any) -> Any:
+    """``(env, params)`` of an env with POET's terrain interface and continuous actions, else a
+    ``ConfigError`` naming one that has it."""
+    from gymnax.environments import spaces
+
+    env, params = make_env(cfg.env)
+    if not hasattr(env, "mutate_encoding") or not isinstance(env.action_space(params), spaces.Box):
+        raise ConfigError(
+            f"{cfg.algo.name} evolves walkers on parameterised terrains; {cfg.env.id} has no terrain "
+            "encoding (encode / with_encoding / mutate_encoding) or no continuous actions: use Walker-v0"
+        )
+    return env, params
