@@ -200,10 +200,12 @@ register(
             "course_length": Setting(24.0, "metres to the finish", "constructor", min=1.0, max=500.0),
             "cell": Setting(0.2, "spacing of the height field, metres", "constructor", min=0.05, max=1.0),
             "roughness": Setting(0.0, "ground roughness (POET: 0-10)", "params", min=0.0, max=10.0),
-            "stump_low": Setting(0.0, "lowest stump height, metres", "params", min=0.0, max=3.0),
-            "stump_high": Setting(0.0, "highest stump height; 0: no stumps", "params", min=0.0, max=3.0),
-            "gap_low": Setting(0.0, "narrowest gap, metres", "params", min=0.0, max=10.0),
-            "gap_high": Setting(0.0, "widest gap; 0: no gaps", "params", min=0.0, max=10.0),
+            "stump_low": Setting(
+                0.0, "lowest stump height, POET's terrain units (0.3 m)", "params", min=0.0, max=5.0
+            ),
+            "stump_high": Setting(0.0, "highest stump height; 0: no stumps", "params", min=0.0, max=5.0),
+            "gap_low": Setting(0.0, "narrowest gap, POET's terrain units (0.3 m)", "params", min=0.0, max=8.0),
+            "gap_high": Setting(0.0, "widest gap; 0: no gaps", "params", min=0.0, max=8.0),
             "seed": Setting(0, "the terrain layout's seed", "params", min=0),
             "max_steps_in_episode": Setting(500, "step cap (0.04 s per step)", "params", min=1),
         },

@@ -13,8 +13,9 @@ The model (``docs/walker.md`` compares it with jax2d, the rigid-body engine unde
   interpolated linearly between points ``cell`` apart: stumps are steep ramps the feet must clear.
   Four substeps of ``dt / 4`` per control step keep the stiff contact stable.
 * **Course.** Flat for ``start_flat`` metres, then an obstacle every ``obstacle_spacing`` metres: a gap
-  (a pit) of width ~ U[gap_width] or a stump of height ~ U[stump_height] (each kind drawn when its range
-  is not zero), on ground whose heights follow a smoothed random walk scaled by ``roughness``. The
+  (a pit) of width ~ U[gap_low, gap_high] or a stump of height ~ U[stump_low, stump_high] (each kind drawn
+  when its range is not zero; both in POET's terrain units, ``TERRAIN_UNIT`` = 0.3 m here: BipedalWalker's
+  terrain step scaled to this walker's legs), on ground whose heights follow a smoothed random walk scaled by ``roughness``. The
   encoding ``(roughness, stump_low, stump_high, gap_low, gap_high)`` is POET's; the layout is drawn from
   the env params' ``seed``, so a terrain is a point in ``EnvParams`` and programs vmap over them.
 * **Reward and end.** Like BipedalWalker's: ``130 / 30`` per metre gained (the default 24 m course is
@@ -84,12 +85,17 @@ class EnvState(environment.EnvState):
     time: jax.Array
 
 
-TERRAIN_LIMITS = {  # POET's parameter space: a range check for configs and mutations
+# Stump heights and gap widths are in POET's units: BipedalWalker's terrain step (14/30 m) scaled by this
+# walker's legs against BipedalWalker's (1.4 m / 2.27 m), so that POET's encodings and mutation steps
+# mean the same obstacle relative to the body (a stump of 1.0 is 0.3 m, a third of a thigh or so).
+TERRAIN_UNIT = 0.3  # metres
+
+TERRAIN_LIMITS = {  # POET's parameter space (its reproducer's caps): a range check for configs and mutations
     "roughness": (0.0, 10.0),
-    "stump_low": (0.0, 3.0),
-    "stump_high": (0.0, 3.0),
-    "gap_low": (0.0, 10.0),
-    "gap_high": (0.0, 10.0),
+    "stump_low": (0.0, 5.0),
+    "stump_high": (0.0, 5.0),
+    "gap_low": (0.0, 8.0),
+    "gap_high": (0.0, 8.0),
 }
 
 
@@ -109,8 +115,7 @@ def check_terrain(encoding: dict[str, float]) -> None:
 ENCODING = ("roughness", "stump_low", "stump_high", "gap_low", "gap_high")
 # POET's reproducer (uber-research/poet ``reproduce_ops.py``): roughness moves by U(-0.6, 0.6); a stump
 # or gap range, once it exists, moves each end by -inc, 0 or +inc (not both 0), never below its first
-# range's ends, never above the cap, low <= high. Here in metres (POET's units: BipedalWalker's terrain
-# steps of 0.47 m), the caps our ranges' (TERRAIN_LIMITS).
+# range's ends, never above the cap, low <= high. In POET's units (TERRAIN_UNIT), with its caps.
 ROUGHNESS_STEP = 0.6
 RANGE_MUTATIONS = {  # (first range, increment, cap)
     "stump": ((0.0, 0.4), 0.2, TERRAIN_LIMITS["stump_high"][1]),
@@ -194,8 +199,8 @@ def terrain_heights(params: EnvParams, course_length: float, cell: float, count:
     )
     is_stump = ~is_gap & has_stumps
     u = jax.random.uniform(size_key, (max_obstacles,))
-    stump = params.stump_low + u * (params.stump_high - params.stump_low)
-    gap = params.gap_low + u * (params.gap_high - params.gap_low)
+    stump = (params.stump_low + u * (params.stump_high - params.stump_low)) * TERRAIN_UNIT
+    gap = (params.gap_low + u * (params.gap_high - params.gap_low)) * TERRAIN_UNIT
     within = centres < course_length
     dist = jnp.abs(x[:, None] - centres[None, :])  # [count, obstacles]
     stump_cover = (dist <= 0.3) & (is_stump & within)[None, :]
@@ -397,6 +402,7 @@ __all__ = [
     "ENCODING",
     "RANGE_MUTATIONS",
     "TERRAIN_LIMITS",
+    "TERRAIN_UNIT",
     "EnvParams",
     "EnvState",
     "Walker",

@@ -485,3 +485,66 @@ def test_grbal_table_puts_each_runs_final_returns_beside_the_references(tmp_path
         oracle = next(line for line in lines if line.startswith("| true-dynamics MPC"))
         randomly = next(line for line in lines if line.startswith("| random actions"))
         assert float(oracle.split("|")[3]) > float(randomly.split("|")[3])  # the truth beats chance
+
+
+def test_poet_table_reports_the_pairs_and_the_controls_on_the_hardest_solved_terrain(tmp_path):
+    from benchmarks import poet_table
+
+    poet = tmp_path / "runs" / "poet_walker"
+    poet.mkdir(parents=True)
+    train = [
+        {
+            "kind": "train",
+            "update": u,
+            "seed": 0,
+            "annecs": float(u // 2),
+            "active_pairs": 2.0,
+            "archive": 3.0,
+            "transfers_accepted": 1.0,
+            "episodes": 100.0 * u,
+            "terrain/solved_max_stump_high": 0.4,
+        }
+        for u in (1, 2, 3, 4)
+    ]
+    nan = float("nan")
+    terrains = [[0.0] * 5, [1.0, 0.0, 0.4, 0.0, 0.8], [0.5, 0.2, 0.6, 0.4, 1.2], [nan] * 5]
+    evaluation = {
+        "kind": "eval",
+        "update": 4,
+        "seed": 0,
+        "eval/pair_scores": [180.0, 160.0, 20.0, nan],
+        "eval/pair_terrains": terrains,
+    }
+    (poet / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [*train, evaluation]) + "\n")
+    (poet / "summary.json").write_text(json.dumps({"eval": {}, "wall_time_s": 600.0, "compile_s": 40.0}))
+    control = tmp_path / "runs" / "es_walker_scratch"
+    control.mkdir()
+    (control / "config.yaml").write_text(
+        "env:\n  id: Walker-v0\n  roughness: 1.0\n  stump_high: 0.4\n  gap_high: 0.8\n"
+    )
+    ev = {
+        "return": {"per_seed": [150.0, -40.0, -60.0]},
+        "finished": {"mean": 0.25},
+        "solved": {"per_seed": [1.0, 0.0, 0.0]},
+    }
+    (control / "summary.json").write_text(
+        json.dumps({"eval": ev, "num_updates": 4, "wall_time_s": 60.0, "compile_s": 5.0})
+    )
+    (control / "metrics.jsonl").write_text(
+        json.dumps({"kind": "eval", "update": 4, "seed": 0, "eval/return": 1.0}) + "\n"
+    )
+    argv = ["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "d"), "--archive", str(tmp_path / "a")]
+    text = poet_table.main(argv)
+    assert "ANNECS 2, 2 active pairs, 3 terrains admitted" in text
+    # The hardest terrain solved (score >= 150) is the stumpy, gappy one, not the harder unsolved one.
+    assert (
+        "Hardest terrain solved at POET's last evaluation: roughness 1.0, stumps 0.0-0.4, gaps 0.0-0.8."
+        in text
+    )
+    assert "| roughness 0.5, stumps 0.2-0.6, gaps 0.4-1.2 | 20.0 | no |" in text
+    assert (
+        "| OpenES from scratch | roughness 1.0, stumps 0.0-0.4, gaps 0.0-0.8 | 150, -40, -60 | 25% | 1 of 3 |"
+        in text
+    )
+    assert "| OpenES, direct-path curriculum | - | not run yet |" in text
+    assert (tmp_path / "d" / "figures" / "poet.png").stat().st_size > 0

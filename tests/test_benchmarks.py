@@ -361,3 +361,23 @@ def test_rl2_cells_merge_single_seed_runs(tmp_path):
     assert cell["wall_time_s"] == 150.0 and cell["runs"] == 2
     assert (tmp_path / "archive" / "rl2_bandit_n10_k5_s2" / "summary.json").exists()
     assert bandit_table.rl2_cells(tmp_path / "runs", 10, 10, tmp_path / "archive") is None
+
+
+@pytest.mark.slow  # compiles six POET iterations (~1 min here)
+def test_poet_speed_quick_reports_a_time_for_each_kind_of_iteration():
+    from benchmarks import poet_speed
+
+    report = poet_speed.main(["--quick"])
+    for row in report["poet_seconds_per_iteration"].values():
+        assert row["plain_s"] > 0 and row["transfer_s"] > 0 and row["reproduction_s"] > 0
+        assert min(row["plain_s"], row["transfer_s"]) <= row["average_s"] <= max(row.values())
+    assert report["env_steps_per_s_batch_512"] == pytest.approx(8 * 10 * report["es_generations_per_s"])
+
+
+@pytest.mark.slow  # jax2d compiles for ~40 s
+def test_walker_physics_quick_steps_both_engines(tmp_path):
+    pytest.importorskip("jax2d", reason="the bench extra (jax2d) is not installed")
+    from benchmarks import walker_physics
+
+    report = walker_physics.main(["--quick", "--out", str(tmp_path / "w.json")])
+    assert all(rate > 0 for rate in report["env_steps_per_s"].values())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import envs_jax
-from envs_jax.walker import PIT_DEPTH, feet, ground
+from envs_jax.walker import PIT_DEPTH, TERRAIN_UNIT, feet, ground
 
 
 def test_no_roughness_and_no_obstacles_is_flat_and_the_walker_stands_on_it():
@@ -30,12 +30,13 @@ def test_no_roughness_and_no_obstacles_is_flat_and_the_walker_stands_on_it():
 
 
 def test_the_encoding_places_stumps_and_gaps_after_the_flat_start():
-    env, params = envs_jax.make("Walker-v0", stump_low=0.4, stump_high=0.4, seed=1)
+    env, params = envs_jax.make("Walker-v0", stump_low=2.0, stump_high=2.0, seed=1)
     _, state = env.reset(jax.random.PRNGKey(0), params)
     x = np.arange(env.num_cells) * env.cell
     heights = np.asarray(state.heights)
     assert np.all(heights[x < params.start_flat] == 0.0)
-    assert np.isclose(heights.max(), 0.4) and heights.min() == 0.0  # stumps only, all 0.4 high
+    # Stumps only, all 2 of POET's terrain units (0.3 m) high.
+    assert np.isclose(heights.max(), 2.0 * TERRAIN_UNIT) and heights.min() == 0.0
     env, params = envs_jax.make("Walker-v0", gap_low=1.0, gap_high=1.0, seed=1)
     _, state = env.reset(jax.random.PRNGKey(0), params)
     pits = np.asarray(state.heights) == -PIT_DEPTH

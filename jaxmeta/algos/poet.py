@@ -37,8 +37,9 @@ another (``vmappable=False``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -123,7 +124,24 @@ class PoetState:
     iteration: jax.Array  # int32
 
 
-def make(cfg: Any) -> Algo:
+class PoetParts(NamedTuple):
+    """POET's pure functions for one config (``build``): the runner's three and the steps of an
+    iteration, which tests and notebooks call on states of their own."""
+
+    init: Callable[[jax.Array], PoetState]
+    update: Callable[[PoetState], tuple[PoetState, Metrics]]
+    evaluate: Callable[[PoetState, jax.Array], Metrics]
+    mutate_envs: Callable[[PoetState, jax.Array], tuple[PoetState, Metrics]]
+    es_steps: Callable[[PoetState, jax.Array], tuple[PoetState, jax.Array]]
+    transfers: Callable[[PoetState, jax.Array], tuple[PoetState, jax.Array]]
+    score_on: Callable[[jax.Array, jax.Array, jax.Array, int], jax.Array]
+    policy: FlatMLP
+    env: Any
+    env_params: Any
+
+
+def build(cfg: Any) -> PoetParts:
+    """POET's functions for a validated run config (see the module docstring)."""
     algo_cfg = cfg.algo
     env, env_params = require_terrain_interface(cfg)
     settings = es_settings(algo_cfg.es)
@@ -391,9 +409,18 @@ def make(cfg: Any) -> Algo:
             **terrain_metrics(state.terrain, solved, "eval/solved_max_"),
         }
 
+    return PoetParts(
+        init, update, evaluate, mutate_envs, es_steps, transfers, score_on, policy, env, env_params
+    )
+
+
+def make(cfg: Any) -> Algo:
+    """The runner's ``init``, ``update``, ``evaluate`` and report for a validated run config."""
+    algo_cfg, parts = cfg.algo, build(cfg)
     describe = (
-        f"POET: up to {capacity} pairs x OpenES {algo_cfg.es.population_size} x {steps}-step episodes; "
-        f"mutate every {algo_cfg.reproduce_every}, transfer every {algo_cfg.transfer_every}"
+        f"POET: up to {algo_cfg.max_active} pairs x OpenES {algo_cfg.es.population_size} x "
+        f"{algo_cfg.max_steps}-step episodes; mutate every {algo_cfg.reproduce_every}, "
+        f"transfer every {algo_cfg.transfer_every}"
     )
     report = Report(
         describe=describe,
@@ -409,10 +436,10 @@ def make(cfg: Any) -> Algo:
             ("terrain/solved_max_roughness", "roughest ground solved"),
         ),
         animation=lambda state, plots_dir: [
-            walkers_gif(env, env_params, policy, state, steps, Path(plots_dir))
+            walkers_gif(parts.env, parts.env_params, parts.policy, state, algo_cfg.max_steps, Path(plots_dir))
         ],
     )
-    return Algo("poet", init, update, evaluate, report, vmappable=False)
+    return Algo("poet", parts.init, parts.update, parts.evaluate, report, vmappable=False)
 
 
 def walkers_gif(
@@ -443,6 +470,6 @@ def walkers_gif(
 
 
 def terrain_label(encoding: Any) -> str:
-    """``rough 1.2, stumps 0.0-0.4 m, gaps 0.4-1.2 m`` for an encoding."""
+    """``rough 1.2, stumps 0.0-0.4, gaps 0.4-1.2`` for an encoding (POET's units: 0.3 m here)."""
     r, s0, s1, g0, g1 = (float(x) for x in encoding)
-    return f"rough {r:.1f}, stumps {s0:.1f}-{s1:.1f} m, gaps {g0:.1f}-{g1:.1f} m"
+    return f"rough {r:.1f}, stumps {s0:.1f}-{s1:.1f}, gaps {g0:.1f}-{g1:.1f}"
