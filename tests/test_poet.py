@@ -171,7 +171,9 @@ def test_iterations_admit_children_retire_the_oldest_and_count_annecs():
         parents = archive[:child]
         reachable = any(
             (round(float(archive[child, 1]), 1), round(float(archive[child, 2]), 1))
-            in {(round(a, 1), round(b, 1)) for a, b in python_range_choices(float(p[1]), float(p[2]), "stump")}
+            in {
+                (round(a, 1), round(b, 1)) for a, b in python_range_choices(float(p[1]), float(p[2]), "stump")
+            }
             for p in parents
         )
         assert reachable
@@ -239,3 +241,26 @@ def test_an_odd_population_exits_2_in_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "even" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_open_es_moves_along_the_curriculum_when_a_stage_is_passed_and_stays_on_the_target():
+    overrides = {
+        "algo.name": "open_es",
+        "env.id": "Walker-v0",
+        "env.stump_high": 1.0,
+        "env.gap_high": 1.6,
+        "algo.curriculum_stages": 3,
+        "algo.advance_score": -1e9,  # every score passes: one stage per generation
+        "algo.es.population_size": 4,
+        "algo.max_steps": 8,
+        "algo.hidden_sizes": "[4]",
+        "algo.eval_episodes": 1,
+        "algo.eval.episodes": 2,
+    }
+    algo = open_es_algo.make(config.load(None, [f"{k}={v}" for k, v in overrides.items()]))
+    state = algo.init(jax.random.PRNGKey(0))
+    state, metrics = jax.jit(lambda s: jax.lax.scan(lambda c, _: algo.update(c), s, None, length=4))(state)
+    np.testing.assert_array_equal(np.asarray(metrics["stage"]), [0, 1, 2, 2])  # stage 2 is the target
+    assert int(state.stage) == 2
+    evaluation = jax.jit(algo.evaluate)(state, jax.random.PRNGKey(1))
+    assert 0.0 <= float(evaluation["eval/finished"]) <= 1.0 and np.isfinite(float(evaluation["eval/return"]))
