@@ -1,6 +1,8 @@
 """OpenES against a numpy transcription of POET's ES step, centered ranks against numpy, and
 convergence on a quadratic and on Rastrigin."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +23,8 @@ def test_centered_ranks_match_numpy():
 
 
 class NumpyPoetES:
-    """POET's ESOptimizer step in numpy (compute_grads, then its Adam on -g + l2 * theta, decays)."""
+    """POET's ESOptimizer step in numpy (compute_grads with normalize_grads_by_noise_std, then its Adam on
+    -g + l2 * theta, decays)."""
 
     def __init__(self, theta, s: open_es.Settings):
         self.theta, self.s = theta.astype(np.float64), s
@@ -31,7 +34,7 @@ class NumpyPoetES:
     def step(self, noise, returns_pos, returns_neg):
         returns = np.stack([returns_pos, returns_neg], axis=1)
         proc = numpy_centered_ranks(returns)
-        grads = (proc[:, 0] - proc[:, 1]) @ noise / len(returns)
+        grads = (proc[:, 0] - proc[:, 1]) @ noise / len(returns) / self.sigma
         g = -grads + self.s.l2_coeff * self.theta
         self.t += 1
         a = self.lr * np.sqrt(1 - self.s.beta2**self.t) / (1 - self.s.beta1**self.t)
@@ -73,8 +76,26 @@ def test_sgd_proposal_leaves_the_state_and_moves_along_the_estimate():
     fitness = population[:, 0]  # fitness grows with the first coordinate
     proposal = open_es.propose(state, noise, fitness, settings)
     assert float(proposal[0]) > 0  # a step uphill
-    direction = open_es.ascent_direction(noise, fitness, settings)
+    direction = open_es.ascent_direction(noise, fitness, settings, state.sigma)
     np.testing.assert_allclose(proposal, state.learning_rate * direction, rtol=1e-6)
+    unnormalised = open_es.ascent_direction(
+        noise, fitness, dataclasses.replace(settings, normalize_by_sigma=False)
+    )
+    np.testing.assert_allclose(direction, unnormalised / state.sigma, rtol=1e-6)  # POET's flag: / sigma
+
+
+def test_reset_optimizer_restarts_adam_and_sigma_but_keeps_the_step_size():
+    settings = open_es.Settings(population_size=4, sigma_decay=0.5, learning_rate_decay=0.5)
+    state = open_es.init(jnp.ones(3), settings)
+    population, noise = open_es.ask(jax.random.PRNGKey(0), state, settings)
+    state = open_es.tell(state, noise, population.sum(-1), settings)
+    reset = open_es.reset_optimizer(state, settings, mean=jnp.full(3, 2.0))
+    np.testing.assert_array_equal(np.asarray(reset.mean), [2.0, 2.0, 2.0])
+    assert float(jnp.abs(reset.m).max()) == 0.0 and int(reset.t) == 0
+    assert float(reset.sigma) == pytest.approx(
+        settings.sigma_init
+    )  # POET's set_theta: noise_std = init_noise_std
+    assert float(reset.learning_rate) == float(state.learning_rate) == pytest.approx(0.005)  # kept
 
 
 @pytest.mark.parametrize("bad", [{"population_size": 7}, {"population_size": 0}, {"sigma_init": 0.0}])
@@ -111,7 +132,8 @@ def test_finds_the_global_optimum_of_rastrigin_from_a_few_basins_away():
 
 def test_generations_equal_evosax_open_es_on_the_same_noise():
     """evosax 0.3's Open_ES minimises -fitness with centered ranks and optax Adam; with a constant sigma
-    and no L2 its gradient is ours / (2 sigma), a positive multiple that Adam's steps do not see."""
+    and no L2 its gradient is ours / 2 (ours divides by sigma too), a positive multiple that Adam's steps
+    do not see."""
     pytest.importorskip(
         "evosax", reason="evosax (the bench extra) is not installed: pip install -e '.[bench]'"
     )

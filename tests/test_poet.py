@@ -202,6 +202,10 @@ def test_a_transfer_replaces_only_an_agent_that_a_candidate_beats(proposals):
         terrain=state.terrain.at[1].set(jnp.array([1.0, 0.0, 0.4, 0.0, 0.8])),
         active=jnp.array([True, True]),
         score=jnp.array([1e9, -1e9]),  # row 0 unbeatable, row 1 beaten by anything
+        recent=jnp.array([[1e9], [-1e9]]),
+    )
+    state = state.replace(
+        es=state.es.replace(learning_rate=jnp.array([0.004, 0.003]), sigma=jnp.array([0.02, 0.02]))
     )
     new, accepted = jax.jit(parts.transfers)(state, jax.random.PRNGKey(2))
     assert int(accepted) == 1
@@ -210,8 +214,26 @@ def test_a_transfer_replaces_only_an_agent_that_a_candidate_beats(proposals):
     if not proposals:  # the only candidate is agent 0 as it is
         np.testing.assert_array_equal(np.asarray(new.es.mean[1]), np.asarray(state.es.mean[0]))
     assert float(new.score[1]) > -1e9
-    assert float(jnp.abs(new.es.m[1]).max()) == 0.0  # a transferred agent starts a fresh optimiser
-    assert float(new.es.m[0, 0]) == 0.5
+    # POET's set_theta(..., reset_optimizer=True): Adam and sigma restart, the step size stays.
+    assert float(jnp.abs(new.es.m[1]).max()) == 0.0 and float(new.es.sigma[1]) == pytest.approx(0.1)
+    assert float(new.es.learning_rate[1]) == pytest.approx(0.003)
+    assert float(new.es.m[0, 0]) == 0.5 and float(new.es.sigma[0]) == pytest.approx(0.02)
+    assert float(new.recent[1, 0]) == float(new.score[1])
+
+
+def test_a_stricter_transfer_criterion_compares_with_the_best_recent_score():
+    parts = tiny_poet(**{"algo.transfer_proposals": "false", "algo.transfer_history": 3})
+    state = parts.init(jax.random.PRNGKey(0))
+    state = state.replace(
+        es=state.es.replace(mean=state.es.mean.at[1].set(parts.policy.init(jax.random.PRNGKey(9)))),
+        active=jnp.array([True, True]),
+        score=jnp.array([-1e9, -1e9]),  # this iteration's scores: anything beats them
+        recent=jnp.array([[-1e9, 1e9, 0.0], [-1e9, -1e9, -1e9]]),  # row 0 did well two iterations ago
+    )
+    new, accepted = jax.jit(parts.transfers)(state, jax.random.PRNGKey(2))
+    assert int(accepted) == 1  # only row 1 takes a transfer
+    np.testing.assert_array_equal(np.asarray(new.es.mean[0]), np.asarray(state.es.mean[0]))
+    np.testing.assert_array_equal(np.asarray(new.es.mean[1]), np.asarray(state.es.mean[0]))
 
 
 # ----------------------------------------------------------------------------- bad input

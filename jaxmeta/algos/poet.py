@@ -19,8 +19,10 @@ One update is one POET iteration ``t``:
 3. **Transfers** when ``t % transfer_every == 0`` and two or more pairs are active: for each target
    pair, every other agent is tried directly and, with ``transfer_proposals``, after one ES step on the
    target (a proposal from the target's search state, Adam's step with ``propose_with_adam``); the
-   best candidate replaces the target's agent if it beats the target's own score, with a fresh
-   optimiser (POET's ``reset_optimizer``). All targets decide from the same agents (Algorithm 2's
+   best candidate replaces the target's agent if it beats the target's own score (this iteration's, as
+   POET; with ``transfer_history: N`` the best of its last N, Enhanced POET's stricter test), with
+   Adam and sigma restarted (POET's ``set_theta(..., reset_optimizer=True)``; the step size stays).
+   All targets decide from the same agents (Algorithm 2's
    ``theta_{t+1}``).
 
 ANNECS (Enhanced POET, Wang et al. 2020): the number of terrains created after the first that passed the
@@ -76,6 +78,12 @@ class Config:
     novelty_k: int = param(5, "nearest archived terrains in the novelty score (POET: 5)", min=1)
     eval_episodes: int = param(5, "fresh layouts per score (POET: 5)", min=1)
     transfer_proposals: bool = param(True, "also try every agent after one ES step on the target (POET)")
+    transfer_history: int = param(
+        1,
+        "a transfer must beat the best of the target's last N scores (POET: 1, this iteration's; "
+        "Enhanced POET: 5)",
+        min=1,
+    )
     propose_with_adam: bool = param(True, "proposals take Adam's step (POET's runs: --propose_with_adam)")
     es: ESConfig = section(ESConfig, "OpenES of every pair")
     eval: EvalConfig = section(EvalConfig, "evaluation of the active pairs")
@@ -112,6 +120,7 @@ class PoetState:
     terrain: jax.Array  # [max_active, E] encodings
     active: jax.Array  # [max_active] bool
     score: jax.Array  # [max_active] the latest score of each pair's agent on its terrain
+    recent: jax.Array  # [max_active, transfer_history] its latest scores, newest first
     created_at: jax.Array  # [max_active] int32, the iteration a pair was admitted
     archive_row: jax.Array  # [max_active] int32, where each pair's terrain is in the archive
     archive: jax.Array  # [archive_size, E]
@@ -174,6 +183,7 @@ def build(cfg: Any) -> PoetParts:
             terrain=jnp.zeros((capacity, first_terrain.shape[0])).at[0].set(first_terrain),
             active=jnp.zeros((capacity,), bool).at[0].set(True),
             score=jnp.zeros((capacity,)),  # read only where active (the state must stay finite)
+            recent=jnp.zeros((capacity, algo_cfg.transfer_history)),
             created_at=zeros,
             archive_row=zeros,
             archive=archive,
@@ -253,6 +263,7 @@ def build(cfg: Any) -> PoetParts:
             terrain=state.terrain.at[row].set(child),
             active=active.at[row].set(True),
             score=state.score.at[row].set(score),
+            recent=state.recent.at[row].set(score),
             created_at=state.created_at.at[row].set(state.iteration),
             archive_row=state.archive_row.at[row].set(slot),
             archive=state.archive.at[slot].set(child),
@@ -269,7 +280,12 @@ def build(cfg: Any) -> PoetParts:
 
         keys = jax.random.split(key, capacity)
         es, score, fitness = jax.lax.map(row, (state.es, state.terrain, state.active, state.score, keys))
-        return state.replace(es=es, score=score), fitness
+        recent = jnp.where(
+            state.active[:, None],
+            jnp.concatenate([score[:, None], state.recent[:, :-1]], axis=1),
+            state.recent,
+        )
+        return state.replace(es=es, score=score, recent=recent), fitness
 
     # ------------------------------------------------------------------ 3. transfers
     def transfer_candidates(state: PoetState, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -311,8 +327,10 @@ def build(cfg: Any) -> PoetParts:
     def transfers(state: PoetState, key: jax.Array) -> tuple[PoetState, jax.Array]:
         direct, proposed, proposals = transfer_candidates(state, key)
         rows = jnp.arange(capacity)
+        # POET: beat this iteration's own score; Enhanced POET: the best of the last few.
+        own = jnp.max(state.recent, axis=1)
         source, is_proposal, better = jax.vmap(poet_ops.choose_transfer)(
-            state.score, direct, proposed, rows[:, None] == rows[None, :]
+            own, direct, proposed, rows[:, None] == rows[None, :]
         )
         accept = better & state.active
         chosen_direct = state.es.mean[jnp.maximum(source, 0)]
@@ -320,9 +338,8 @@ def build(cfg: Any) -> PoetParts:
         theta = jnp.where(is_proposal[:, None], chosen_proposal, chosen_direct)
         picked = jnp.maximum(source, 0)
         new_score = jnp.where(is_proposal, proposed[rows, picked], direct[rows, picked])
-        fresh = jax.vmap(lambda flat, g: open_es.init(flat, settings).replace(generation=g))(
-            theta, state.es.generation
-        )
+        # POET's set_theta(theta, reset_optimizer=True): Adam and sigma restart, the step size stays.
+        fresh = jax.vmap(lambda es, flat: open_es.reset_optimizer(es, settings, flat))(state.es, theta)
         es = jax.tree.map(
             lambda new, old: jnp.where(accept.reshape((-1,) + (1,) * (old.ndim - 1)), new, old),
             fresh,
@@ -331,6 +348,7 @@ def build(cfg: Any) -> PoetParts:
         state = state.replace(
             es=es,
             score=jnp.where(accept, new_score, state.score),
+            recent=jnp.where(accept[:, None], new_score[:, None], state.recent),
             transfers=state.transfers + accept.sum().astype(jnp.int32),
         )
         return state, accept.sum()

@@ -40,6 +40,9 @@ class Settings:
     beta2: float = 0.999
     epsilon: float = 1e-8
     centered_ranks: bool = True  # else returns standardised to zero mean, unit variance
+    # POET's runs (--normalize_grads_by_noise_std): the estimate divided by sigma, so that it scales
+    # like the gradient of the smoothed fitness and the L2 term weighs less as sigma shrinks.
+    normalize_by_sigma: bool = True
 
     def __post_init__(self) -> None:
         if self.population_size < 2 or self.population_size % 2:
@@ -76,10 +79,12 @@ def init(mean: jax.Array, settings: Settings) -> ESState:
     )
 
 
-def reset_optimizer(state: ESState, settings: Settings) -> ESState:
-    """Adam's moments, step size and ``sigma`` back to their start, the mean kept (POET does this when
-    a transferred agent replaces a niche's own)."""
-    return init(state.mean, settings).replace(generation=state.generation)
+def reset_optimizer(state: ESState, settings: Settings, mean: jax.Array | None = None) -> ESState:
+    """Adam's moments and ``sigma`` back to their start, the step size and generation kept, the mean
+    replaced by ``mean`` if given: POET's ``set_theta(theta, reset_optimizer=True)`` when a transferred
+    agent replaces a niche's own."""
+    fresh = init(state.mean if mean is None else mean, settings)
+    return fresh.replace(learning_rate=state.learning_rate, generation=state.generation)
 
 
 def ask(key: jax.Array, state: ESState, settings: Settings) -> tuple[jax.Array, jax.Array]:
@@ -102,14 +107,18 @@ def centered_ranks(x: jax.Array) -> jax.Array:
     return (ranks / (flat.shape[0] - 1) - 0.5).reshape(x.shape)
 
 
-def ascent_direction(noise: jax.Array, fitness: jax.Array, settings: Settings) -> jax.Array:
-    """The estimate of the fitness gradient's direction from the mirrored pairs' ``fitness [P]``."""
+def ascent_direction(
+    noise: jax.Array, fitness: jax.Array, settings: Settings, sigma: jax.Array | float = 1.0
+) -> jax.Array:
+    """The estimate of the fitness gradient from the mirrored pairs' ``fitness [P]`` (divided by
+    ``sigma`` when ``settings.normalize_by_sigma``)."""
     pairs = fitness.reshape(2, -1).T  # [P / 2, 2]: (+, -) of each direction
     if settings.centered_ranks:
         shaped = centered_ranks(pairs)
     else:
         shaped = (pairs - pairs.mean()) / (pairs.std() + 1e-5)
-    return (shaped[:, 0] - shaped[:, 1]) @ noise / pairs.shape[0]
+    direction = (shaped[:, 0] - shaped[:, 1]) @ noise / pairs.shape[0]
+    return direction / sigma if settings.normalize_by_sigma else direction
 
 
 def _adam_step(
@@ -124,7 +133,7 @@ def _adam_step(
 
 def tell(state: ESState, noise: jax.Array, fitness: jax.Array, settings: Settings) -> ESState:
     """One generation's update from the fitness of the population :func:`ask` returned (maximised)."""
-    gradient = -ascent_direction(noise, fitness, settings) + settings.l2_coeff * state.mean
+    gradient = -ascent_direction(noise, fitness, settings, state.sigma) + settings.l2_coeff * state.mean
     step, m, v, t = _adam_step(state, gradient, settings)
     return ESState(
         mean=state.mean + step,
@@ -144,7 +153,7 @@ def propose(
 ) -> jax.Array:
     """The mean one generation would move to, leaving the state as it is: POET's proposal for a
     transfer attempt (plain SGD by default, as POET's ``evaluate_transfer``; Adam's step if ``use_adam``)."""
-    gradient = -ascent_direction(noise, fitness, settings) + settings.l2_coeff * state.mean
+    gradient = -ascent_direction(noise, fitness, settings, state.sigma) + settings.l2_coeff * state.mean
     if use_adam:
         return state.mean + _adam_step(state, gradient, settings)[0]
     return state.mean - state.learning_rate * gradient
