@@ -204,7 +204,9 @@ register(
                 0.0, "lowest stump height, POET's terrain units (0.3 m)", "params", min=0.0, max=5.0
             ),
             "stump_high": Setting(0.0, "highest stump height; 0: no stumps", "params", min=0.0, max=5.0),
-            "gap_low": Setting(0.0, "narrowest gap, POET's terrain units (0.3 m)", "params", min=0.0, max=8.0),
+            "gap_low": Setting(
+                0.0, "narrowest gap, POET's terrain units (0.3 m)", "params", min=0.0, max=8.0
+            ),
             "gap_high": Setting(0.0, "widest gap; 0: no gaps", "params", min=0.0, max=8.0),
             "seed": Setting(0, "the terrain layout's seed", "params", min=0),
             "max_steps_in_episode": Setting(500, "step cap (0.04 s per step)", "params", min=1),
