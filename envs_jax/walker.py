@@ -15,9 +15,10 @@ The model (``docs/walker.md`` compares it with jax2d, the rigid-body engine unde
 * **Course.** Flat for ``start_flat`` metres, then an obstacle every ``obstacle_spacing`` metres: a gap
   (a pit) of width ~ U[gap_low, gap_high] or a stump of height ~ U[stump_low, stump_high] (each kind drawn
   when its range is not zero; both in POET's terrain units, ``TERRAIN_UNIT`` = 0.3 m here: BipedalWalker's
-  terrain step scaled to this walker's legs), on ground whose heights follow a smoothed random walk scaled by ``roughness``. The
-  encoding ``(roughness, stump_low, stump_high, gap_low, gap_high)`` is POET's; the layout is drawn from
-  the env params' ``seed``, so a terrain is a point in ``EnvParams`` and programs vmap over them.
+  terrain step scaled to this walker's legs), on ground whose heights follow a smoothed random walk
+  scaled by ``roughness``. The encoding ``(roughness, stump_low, stump_high, gap_low, gap_high)`` is
+  POET's; the layout is drawn from the env params' ``seed``, so a terrain is a point in ``EnvParams`` and
+  programs vmap over them.
 * **Reward and end.** Like BipedalWalker's: ``130 / 30`` per metre gained (the default 24 m course is
   worth 104, plus ``finish_bonus`` 100 on reaching its end, so that a finished course scores about 200,
   and BipedalWalker's ~300 for its 90 m: POET's minimal criterion [25, 340] is rescaled by 2/3 for it),
