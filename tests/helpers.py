@@ -43,6 +43,18 @@ TINY_MEMORY_AGENT = (
     "algo.tasks_per_update=5",
 )
 
+# A whole tiny memory-agent run (the failure_replay training test, the analysis scripts' run):
+# the same settings in both, so the session's compilation cache compiles its programs once.
+# One small convolution: less to compile.
+TINY_MEMORY_RUN = (
+    "env.size=5",
+    *TINY_MEMORY_AGENT,
+    "algo.eval.episodes=3",
+    "algo.bank_capacity=4",
+    "algo.learning_rate=3e-3",
+    "algo.conv_channels=[4]",
+)
+
 
 def legacy_override(item: str) -> str:
     """An override in the layout before issue 11 (``trial.*``, ``eval.*`` top-level) in today's."""

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import yaml
-from helpers import TINY_MEMORY_AGENT, tiny_config
+from helpers import TINY_MEMORY_RUN, tiny_config
 
 import envs_jax
 from benchmarks import _common, failure_analysis, gif, paper_figures
@@ -102,8 +102,9 @@ def test_summarise_rates_and_layouts_by_hand():
     assert result["layouts"]["hit_a_trap_never_repeated"]["trials"] == 0
 
 
-RUN_OVERRIDES = ("env.size=5", *TINY_MEMORY_AGENT, "algo.eval.episodes=3", "algo.bank_capacity=4")
-# Recorded from the code before the refactor (commit 92ceb45) for tiny_config(..., *RUN_OVERRIDES):
+RUN_OVERRIDES = TINY_MEMORY_RUN
+# Recorded from the code before the refactor (commit 92ceb45) for tiny_config(..., *RUN_OVERRIDES)
+# (the learning rate and convolution set since change neither the tasks nor the keys):
 # its held-out tasks and its evaluation keys at update 4.
 LEGACY_TEST_BLOCKS = [[22, 1], [14, 24], [8, 17], [3, 1], [8, 20], [23, 18], [10, 12], [16, 6]]
 LEGACY_TEST_STARTS = [5, 4, 21, 18, 10, 13, 18, 10]

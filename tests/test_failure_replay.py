@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import TINY_MEMORY_AGENT, tiny_config
+from helpers import TINY_MEMORY_AGENT, TINY_MEMORY_RUN, tiny_config
 
 import envs_jax
 from envs_jax.gridworld import EnvState
@@ -41,7 +41,7 @@ def net_and_params():
     )
     key = jax.random.PRNGKey(0)
     bank = random_bank(key)
-    params = net.init(key, bank["obs"][0, 0], *bank_args(bank), jnp.int32(4), jnp.float32(0))
+    params = jax.jit(net.init)(key, bank["obs"][0, 0], *bank_args(bank), jnp.int32(4), jnp.float32(0))
     return net, params
 
 
@@ -61,6 +61,7 @@ def bank_args(bank):
     return steps, bank["step_mask"], bank["slot_mask"]
 
 
+@functools.partial(jax.jit, static_argnums=0)  # one program, not one per eager op
 def logits(net, params, obs, bank):
     return net.apply(params, obs, *bank_args(bank), jnp.int32(4), jnp.float32(0))
 
@@ -127,7 +128,7 @@ def test_gru_gate_matches_the_formula():
 def test_acting_and_training_compute_the_same_policy(temporal):
     """The logits trained on (whole trials at once) are those the agent acted with (step by step)."""
     parts = failure_replay.make_parts(small_config("/tmp/unused", f"algo.temporal={str(temporal).lower()}"))
-    state = parts.algo.init(jax.random.PRNGKey(0))
+    state = jax.jit(parts.algo.init)(jax.random.PRNGKey(0))
     # Fill the banks a little so memory matters.
     state = jax.jit(parts.algo.update)(state)[0]
     state = jax.jit(parts.algo.update)(state)[0]
@@ -159,7 +160,7 @@ def test_acting_and_training_compute_the_same_policy(temporal):
 def test_behaviour_cloning_labels_are_the_expert_actions():
     cfg = small_config()
     parts = failure_replay.make_parts(cfg)
-    state = parts.algo.init(jax.random.PRNGKey(0))
+    state = jax.jit(parts.algo.init)(jax.random.PRNGKey(0))
     data, _, pool = jax.jit(functools.partial(failure_replay.collect, parts.network, parts.setup, cfg.algo))(
         state
     )
@@ -182,7 +183,7 @@ def test_an_update_stores_each_failure_in_its_own_training_tasks_bank():
     """Bookkeeping through the task pool, checked against a plain-Python replay of the trials."""
     cfg = small_config()
     parts = failure_replay.make_parts(cfg)
-    state = parts.algo.init(jax.random.PRNGKey(3))
+    state = jax.jit(parts.algo.init)(jax.random.PRNGKey(3))
     data, _, pool = jax.jit(functools.partial(failure_replay.collect, parts.network, parts.setup, cfg.algo))(
         state
     )
@@ -264,14 +265,7 @@ def test_protocol_adds_only_failures_and_keeps_the_last_frames(length):
 
 
 def test_tiny_training_run_loss_falls(tmp_path):
-    cfg = small_config(
-        tmp_path / "run",
-        "num_updates=24",
-        "checkpoint_every=24",
-        "eval_every=24",
-        "algo.learning_rate=3e-3",
-        "algo.conv_channels=[4]",  # one small convolution: less to compile (the CI budget is 20 s)
-    )
+    cfg = tiny_config("failure_replay", tmp_path / "run", 24, *TINY_MEMORY_RUN)
     runner.run(cfg, log=lambda *_: None)
     import json
 
@@ -302,7 +296,7 @@ def test_the_trial_gif_draws_every_step_of_every_episode(tmp_path):
     cfg = small_config()
     parts = failure_replay.make_parts(cfg)
     env, env_params = parts.setup.env, parts.setup.params
-    params = parts.algo.init(jax.random.PRNGKey(0)).params
+    params = jax.jit(parts.algo.init)(jax.random.PRNGKey(0)).params
     task = jax.tree.map(lambda x: x[:1], parts.setup.test_tasks)
     frames, captions = failure_replay.trial_frames(parts.network, env, env_params, params, task, 2, N)
     out = jax.jit(

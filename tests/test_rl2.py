@@ -83,7 +83,7 @@ def numpy_gru_logits(params, inputs: dict, num_actions: int) -> tuple[np.ndarray
 def test_acting_and_replay_match_a_numpy_gru_that_never_resets_inside_a_trial():
     cfg = bandit_config("/tmp/unused", 2, "algo.trial.num_steps=12")
     parts = rl2.make_parts(cfg)
-    state = parts.algo.init(jax.random.PRNGKey(0))
+    state = jax.jit(parts.algo.init)(jax.random.PRNGKey(0))
     net, env, params = parts.network, parts.env, parts.env_params
     tasks = jax.vmap(env.sample_task)(jax.random.split(jax.random.PRNGKey(1), 3))
 

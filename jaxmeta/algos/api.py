@@ -28,7 +28,7 @@ from flax import struct
 
 import envs_jax
 from jaxmeta import seeding
-from jaxmeta.config import ConfigError, env_settings, param
+from jaxmeta.config import ConfigError, env_settings, param, section
 from jaxmeta.trial import EpisodeStats, TrialData, run_trials
 
 Metrics = dict[str, jax.Array]
@@ -441,3 +441,40 @@ def require_terrain_interface(cfg: Any) -> Any:
             "encoding (encode / with_encoding / mutate_encoding) or no continuous actions: use Walker-v0"
         )
     return env, params
+
+
+@dataclasses.dataclass
+class TerrainESConfig:
+    """The ``algo`` keys every method that evolves walker policies on terrains shares (POET, OpenES):
+    the policy, the episode, the score and the OpenES section; each method adds its own."""
+
+    name: str = param("", "method name")
+    hidden_sizes: list[int] = param([40, 40], "policy MLP widths, tanh (POET: 40-40)", min=1)
+    max_steps: int = param(300, "steps per episode (0.04 s each: 12 s for the 24 m course)", min=1)
+    solved_threshold: float = param(
+        150.0, "evaluation score that counts as solved (Enhanced POET: 230, x 2/3)"
+    )
+    eval_episodes: int = param(5, "fresh layouts per score (POET: 5)", min=1)
+    es: ESConfig = section(ESConfig, "OpenES")
+
+
+class TerrainSetup(NamedTuple):
+    """What a terrain method builds from its config: the env, its params, the OpenES settings and the
+    flat-vector policy over the env's observation and action sizes."""
+
+    env: Any
+    env_params: Any
+    settings: Any  # jaxmeta.evolution.open_es.Settings
+    policy: Any  # jaxmeta.evolution.rollouts.FlatMLP
+
+
+def terrain_setup(cfg: Any) -> TerrainSetup:
+    """:class:`TerrainSetup` of a run config whose ``algo`` section is a :class:`TerrainESConfig`
+    (``ConfigError`` for an env without the terrain interface or an odd population)."""
+    from jaxmeta.evolution.rollouts import FlatMLP
+
+    env, env_params = require_terrain_interface(cfg)
+    settings = es_settings(cfg.algo.es)
+    obs_dim = env.observation_space(env_params).shape[0]
+    policy = FlatMLP((obs_dim, *cfg.algo.hidden_sizes, env.action_space(env_params).shape[0]))
+    return TerrainSetup(env, env_params, settings, policy)

@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxmeta.algos.api import Algo, ESConfig, Metrics, Report, es_settings, require_terrain_interface
+from jaxmeta.algos.api import Algo, Metrics, Report, TerrainESConfig, terrain_setup
 from jaxmeta.config import param, section
 from jaxmeta.evolution import open_es
-from jaxmeta.evolution.rollouts import FlatMLP, evaluate_on_terrain, population_fitness
+from jaxmeta.evolution.rollouts import evaluate_on_terrain, population_fitness, walkers_gif
 
 
 @dataclasses.dataclass
@@ -35,10 +35,8 @@ class EvalConfig:
 
 
 @dataclasses.dataclass
-class Config:
+class Config(TerrainESConfig):
     name: str = param("open_es", "method: OpenES on one terrain (from scratch or a curriculum)")
-    hidden_sizes: list[int] = param([40, 40], "policy MLP widths, tanh (POET: 40-40)", min=1)
-    max_steps: int = param(300, "steps per episode (0.04 s each)", min=1)
     curriculum_stages: int = param(
         0, "stages of a direct-path curriculum to the target; 0 or 1: from scratch", min=0
     )
@@ -47,13 +45,11 @@ class Config:
     )
     solved_threshold: float = param(150.0, "evaluation score that counts as solving the target")
     eval_episodes: int = param(5, "fresh layouts per score on the current stage (POET: 5)", min=1)
-    es: ESConfig = section(ESConfig, "OpenES")
     eval: EvalConfig = section(EvalConfig, "evaluation on the target terrain")
 
 
 def validate_config(cfg: Any) -> None:
-    require_terrain_interface(cfg)
-    es_settings(cfg.algo.es)
+    terrain_setup(cfg)
 
 
 @struct.dataclass
@@ -76,10 +72,7 @@ def curriculum(target: jax.Array, stages: int) -> jax.Array:
 
 def make(cfg: Any) -> Algo:
     algo_cfg = cfg.algo
-    env, env_params = require_terrain_interface(cfg)
-    settings = es_settings(algo_cfg.es)
-    obs_dim = env.observation_space(env_params).shape[0]
-    policy = FlatMLP((obs_dim, *algo_cfg.hidden_sizes, env.action_space(env_params).shape[0]))
+    env, env_params, settings, policy = terrain_setup(cfg)
     steps, target = algo_cfg.max_steps, env.encode(env_params)
     stages = curriculum(target, algo_cfg.curriculum_stages)
     last = stages.shape[0] - 1
@@ -150,37 +143,17 @@ def make(cfg: Any) -> Algo:
             ("stage", "curriculum stage"),
         ),
         animation=lambda state, plots_dir: [
-            walker_gif(env, env_params, policy, state, target, steps, Path(plots_dir))
+            walkers_gif(
+                env,
+                env_params,
+                policy,
+                [state.es.mean] * 3,
+                [target] * 3,
+                [0, 1, 2],
+                steps,
+                f"OpenES on the target, update {int(state.update_step)}",
+                Path(plots_dir) / "target_walker.gif",
+            )
         ],
     )
     return Algo("open_es", init, update, evaluate, report)
-
-
-def walker_gif(
-    env: Any,
-    env_params: Any,
-    policy: FlatMLP,
-    state: ESRunState,
-    target: jax.Array,
-    steps: int,
-    plots_dir: Path,
-) -> Path:
-    """``plots/target_walker.gif``: the agent on three fresh layouts of the target terrain."""
-    from envs_jax import walker_render
-    from jaxmeta.algos.poet import terrain_label
-    from jaxmeta.evolution.rollouts import counted_return, episode_states, on_terrain
-    from jaxmeta.plots import write_gif
-
-    play = jax.jit(lambda flat, params, key: episode_states(env, params, policy, flat, key, steps))
-    films = []
-    for layout in range(3):
-        key = jax.random.PRNGKey(layout)
-        states, rewards, done = play(state.es.mean, on_terrain(env, env_params, target, key), key)
-        total = float(counted_return(rewards, done))
-        films.append(walker_render.film(env, states, done, f"{terrain_label(target)}  return {total:.0f}"))
-    frames = walker_render.stack(films)
-    captions = [
-        f"OpenES on the target, update {int(state.update_step)}, t = {0.08 * t:4.1f} s"
-        for t in range(len(frames))
-    ]
-    return write_gif(frames, captions, plots_dir / "target_walker.gif", fps=12)

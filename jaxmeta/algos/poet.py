@@ -47,10 +47,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxmeta.algos.api import Algo, ESConfig, Metrics, Report, es_settings, require_terrain_interface
+from jaxmeta.algos.api import Algo, Metrics, Report, TerrainESConfig, terrain_setup
 from jaxmeta.config import ConfigError, param, section
 from jaxmeta.evolution import open_es, poet_ops
-from jaxmeta.evolution.rollouts import FlatMLP, evaluate_on_terrain, population_fitness
+from jaxmeta.evolution.rollouts import FlatMLP, evaluate_on_terrain, population_fitness, walkers_gif
 
 
 @dataclasses.dataclass
@@ -59,10 +59,8 @@ class EvalConfig:
 
 
 @dataclasses.dataclass
-class Config:
+class Config(TerrainESConfig):
     name: str = param("poet", "method: POET, open-ended coevolution of terrains and walkers")
-    hidden_sizes: list[int] = param([40, 40], "policy MLP widths, tanh (POET: 40-40)", min=1)
-    max_steps: int = param(300, "steps per episode (0.04 s each: 12 s for the 24 m course)", min=1)
     max_active: int = param(20, "capacity of the active list (POET: 20-40)", min=1)
     archive_size: int = param(64, "terrains the archive can hold (every admitted one)", min=1)
     reproduce_every: int = param(150, "N_mutate: iterations between MUTATE_ENVS (POET: 150-200)", min=1)
@@ -72,11 +70,7 @@ class Config:
     repro_threshold: float = param(133.0, "score a parent needs to reproduce (POET: 200, x 2/3)")
     mc_low: float = param(16.7, "minimal criterion, low end (POET: 25, x 2/3)")
     mc_high: float = param(226.7, "minimal criterion, high end (POET: 340, x 2/3)")
-    solved_threshold: float = param(
-        150.0, "score that counts as solved for ANNECS (Enhanced POET: 230, x 2/3)"
-    )
     novelty_k: int = param(5, "nearest archived terrains in the novelty score (POET: 5)", min=1)
-    eval_episodes: int = param(5, "fresh layouts per score (POET: 5)", min=1)
     transfer_proposals: bool = param(True, "also try every agent after one ES step on the target (POET)")
     transfer_history: int = param(
         1,
@@ -85,14 +79,12 @@ class Config:
         min=1,
     )
     propose_with_adam: bool = param(True, "proposals take Adam's step (POET's runs: --propose_with_adam)")
-    es: ESConfig = section(ESConfig, "OpenES of every pair")
     eval: EvalConfig = section(EvalConfig, "evaluation of the active pairs")
 
 
 def validate_config(cfg: Any) -> None:
     algo_cfg = cfg.algo
-    require_terrain_interface(cfg)
-    es_settings(algo_cfg.es)
+    terrain_setup(cfg)
     if algo_cfg.mc_low > algo_cfg.mc_high:
         raise ConfigError(
             "the minimal criterion needs algo.mc_low <= algo.mc_high, "
@@ -152,10 +144,7 @@ class PoetParts(NamedTuple):
 def build(cfg: Any) -> PoetParts:
     """POET's functions for a validated run config (see the module docstring)."""
     algo_cfg = cfg.algo
-    env, env_params = require_terrain_interface(cfg)
-    settings = es_settings(algo_cfg.es)
-    obs_dim = env.observation_space(env_params).shape[0]
-    policy = FlatMLP((obs_dim, *algo_cfg.hidden_sizes, env.action_space(env_params).shape[0]))
+    env, env_params, settings, policy = terrain_setup(cfg)
     capacity, steps = algo_cfg.max_active, algo_cfg.max_steps
     first_terrain = env.encode(env_params)
 
@@ -454,40 +443,26 @@ def make(cfg: Any) -> Algo:
             ("terrain/solved_max_roughness", "roughest ground solved"),
         ),
         animation=lambda state, plots_dir: [
-            walkers_gif(parts.env, parts.env_params, parts.policy, state, algo_cfg.max_steps, Path(plots_dir))
+            paired_walkers_gif(parts, state, algo_cfg.max_steps, Path(plots_dir))
         ],
     )
     return Algo("poet", parts.init, parts.update, parts.evaluate, report, vmappable=False)
 
 
-def walkers_gif(
-    env: Any, env_params: Any, policy: FlatMLP, state: PoetState, steps: int, plots_dir: Path
-) -> Path:
+def paired_walkers_gif(parts: PoetParts, state: PoetState, max_steps: int, plots_dir: Path) -> Path:
     """``plots/paired_walkers.gif``: up to six active pairs, each agent on one fresh layout of its own
     terrain, one above the other."""
     import numpy as np
 
-    from envs_jax import walker_render
-    from jaxmeta.evolution.rollouts import counted_return, episode_states, on_terrain
-    from jaxmeta.plots import write_gif
-
-    play = jax.jit(lambda flat, params, key: episode_states(env, params, policy, flat, key, steps))
-    films = []
-    for row in [int(i) for i in np.flatnonzero(np.asarray(state.active))][:6]:
-        key = jax.random.PRNGKey(row)
-        params = on_terrain(env, env_params, state.terrain[row], key)
-        states, rewards, done = play(state.es.mean[row], params, key)
-        label = f"{terrain_label(state.terrain[row])}  return {float(counted_return(rewards, done)):.0f}"
-        films.append(walker_render.film(env, states, done, label))
-    frames = walker_render.stack(films)
-    captions = [
-        f"POET iteration {int(state.iteration)}: paired walkers, t = {2 * t * 0.04:4.1f} s"
-        for t in range(len(frames))
-    ]
-    return write_gif(frames, captions, plots_dir / "paired_walkers.gif", fps=12)
-
-
-def terrain_label(encoding: Any) -> str:
-    """``rough 1.2, stumps 0.0-0.4, gaps 0.4-1.2`` for an encoding (POET's units: 0.3 m here)."""
-    r, s0, s1, g0, g1 = (float(x) for x in encoding)
-    return f"rough {r:.1f}, stumps {s0:.1f}-{s1:.1f}, gaps {g0:.1f}-{g1:.1f}"
+    rows = [int(i) for i in np.flatnonzero(np.asarray(state.active))][:6]
+    return walkers_gif(
+        parts.env,
+        parts.env_params,
+        parts.policy,
+        [state.es.mean[row] for row in rows],
+        [state.terrain[row] for row in rows],
+        rows,
+        max_steps,
+        f"POET iteration {int(state.iteration)}: paired walkers",
+        plots_dir / "paired_walkers.gif",
+    )

@@ -187,3 +187,42 @@ def counted_return(rewards: jax.Array, done: jax.Array) -> jax.Array:
 
 
 __all__ += ["counted_return", "episode_states"]
+
+
+def terrain_label(encoding: Any) -> str:
+    """``rough 1.2, stumps 0.0-0.4, gaps 0.4-1.2`` for a ``Walker-v0`` encoding (POET's units: 0.3 m)."""
+    r, s0, s1, g0, g1 = (float(x) for x in encoding)
+    return f"rough {r:.1f}, stumps {s0:.1f}-{s1:.1f}, gaps {g0:.1f}-{g1:.1f}"
+
+
+def walkers_gif(
+    env: Any,
+    env_params: Any,
+    policy: FlatMLP,
+    agents: Any,
+    terrains: Any,
+    layouts: list[int],
+    max_steps: int,
+    title: str,
+    path: Any,
+) -> Any:
+    """A GIF (host side) of walkers one above the other: agent ``i`` (a flat vector) on layout
+    ``PRNGKey(layouts[i])`` of terrain ``i``, each film labelled with its terrain and return and
+    holding its last frame until the longest ends; every frame captioned ``title, t = ... s``."""
+    from envs_jax import walker_render
+    from jaxmeta.plots import write_gif
+
+    play = jax.jit(lambda flat, params, key: episode_states(env, params, policy, flat, key, max_steps))
+    films = []
+    for flat, encoding, layout in zip(agents, terrains, layouts, strict=True):
+        key = jax.random.PRNGKey(layout)
+        states, rewards, done = play(flat, on_terrain(env, env_params, encoding, key), key)
+        label = f"{terrain_label(encoding)}  return {float(counted_return(rewards, done)):.0f}"
+        films.append(walker_render.film(env, states, done, label))
+    frames = walker_render.stack(films)
+    step_s = 2 * float(env_params.dt)  # walker_render.film draws every second step
+    captions = [f"{title}, t = {step_s * t:4.1f} s" for t in range(len(frames))]
+    return write_gif(frames, captions, path, fps=12)
+
+
+__all__ += ["terrain_label", "walkers_gif"]
