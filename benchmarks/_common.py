@@ -5,6 +5,8 @@
   result of each call; the summary is the median of the repeats.
 * :func:`machine_info` records what the numbers were measured on.
 * :func:`write_json` writes a result file, by default under ``benchmarks/results/``.
+* :func:`run_table_parser` (``--runs``, ``--out``, ``--archive``) and :func:`load_run` for the scripts
+  that tabulate runs;
 * :func:`find_run` and :func:`archive_run`: a run's small record (``config.yaml``, ``summary.json``,
   ``metrics.jsonl``) is copied into ``benchmarks/results/runs/NAME`` by the table scripts, so that
   tables and figures survive when ``runs/`` (ignored by git, checkpoints included) is gone.
@@ -20,6 +22,7 @@ tests put it there, and each script adds it when run as ``python benchmarks/NAME
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -299,6 +302,30 @@ def archive_run(run: str | os.PathLike[str], archive: Path = ARCHIVE_DIR) -> Pat
         elif (out / name).exists():
             (out / name).unlink()  # a summary from an earlier, finished run of the same name
     return out
+
+
+def run_table_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of every script that tabulates runs: where the live runs are (``--runs``), where
+    the doc goes (``--out``) and the run records (``--archive``, read and written)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--runs", default=str(REPO_ROOT / "runs"))
+    parser.add_argument("--out", default=str(REPO_ROOT / "docs"))
+    parser.add_argument("--archive", default=str(ARCHIVE_DIR), help="run records (read, written)")
+    return parser
+
+
+def load_run(runs: str | os.PathLike[str], name: str, archive: Path = ARCHIVE_DIR) -> dict[str, Any] | None:
+    """Run ``name`` (:func:`find_run`), its record archived (:func:`archive_run`): ``{"dir", "lines"
+    (the metric lines, parsed), "summary" (None until it has finished), "config" (the raw YAML)}``, or
+    None when it has no metrics log."""
+    run = find_run(runs, name, archive)
+    if run is None or not (run / "metrics.jsonl").exists():
+        return None
+    archive_run(run, archive)
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else None
+    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
+    return {"dir": run, "lines": lines, "summary": summary, "config": config}
 
 
 def run_wall_time(summary: dict[str, Any]) -> str:

@@ -18,7 +18,6 @@ returns against env steps, and the one-step model error before and after adaptat
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -147,14 +146,12 @@ def references(config_path: Path, num_tasks: int) -> dict[str, Any]:
 def load(runs: Path, name: str, archive: Path, recorded: Path) -> dict[str, Any] | None:
     """A run's metrics and summary; for a run lost before its record was kept, the table's cells as
     recorded in ``recorded`` (no curves)."""
-    run = _common.find_run(runs, name, archive)
-    if run is None or not (run / "metrics.jsonl").exists():
+    run = _common.load_run(runs, name, archive)
+    if run is None:
         if recorded.exists() and name in json.loads(recorded.read_text())["runs"]:
             return {"table": None, "summary": json.loads(recorded.read_text())["runs"][name]}
         return None
-    _common.archive_run(run, archive)
-    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else None
-    return {"table": read_metrics(run / "metrics.jsonl"), "summary": summary}
+    return {"table": read_metrics(run["dir"] / "metrics.jsonl"), "summary": run["summary"]}
 
 
 def cell(summary: dict[str, Any] | None, metric: str) -> str:
@@ -206,10 +203,7 @@ def variant_table(
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=str(_ROOT / "runs"))
-    parser.add_argument("--out", default=str(_ROOT / "docs"))
-    parser.add_argument("--archive", default=str(_common.ARCHIVE_DIR), help="run records (read, written)")
+    parser = _common.run_table_parser(__doc__.splitlines()[0])
     parser.add_argument(
         "--recorded", default=str(RECORDED), help="cells of runs lost before records were kept"
     )

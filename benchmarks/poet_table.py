@@ -14,8 +14,6 @@ controls' return on the target against generations) and copies the runs' GIFs to
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import shutil
 import sys
@@ -24,7 +22,6 @@ from typing import Any
 
 import matplotlib
 import numpy as np
-import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -69,18 +66,6 @@ NOTES = """
   target's encoding times 1/5 .. 4/5, then the target), moving on when a stage scores 150; 3 seeds
   each, evaluated on 32 fresh layouts of the target.
 """
-
-
-def load(runs: Path, name: str, archive: Path) -> dict[str, Any] | None:
-    """A run's metric lines, summary and config, or None when it was not run."""
-    run = _common.find_run(runs, name, archive)
-    if run is None or not (run / "metrics.jsonl").exists():
-        return None
-    _common.archive_run(run, archive)
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
-    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else None
-    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
-    return {"dir": run, "lines": lines, "summary": summary, "config": config}
 
 
 def series(
@@ -228,15 +213,12 @@ def figure(poet: dict[str, Any] | None, controls: dict[str, Any], path: Path) ->
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=str(_ROOT / "runs"))
-    parser.add_argument("--out", default=str(_ROOT / "docs"))
-    parser.add_argument("--archive", default=str(_common.ARCHIVE_DIR), help="run records (read, written)")
+    parser = _common.run_table_parser(__doc__.splitlines()[0])
     parser.add_argument("--solved", type=float, default=150.0, help="score that counts as solved")
     args = parser.parse_args(argv)
     runs, out, archive = Path(args.runs), Path(args.out), Path(args.archive)
-    poet = load(runs, POET_RUN, archive)
-    controls = {name: load(runs, name, archive) for name in CONTROLS}
+    poet = _common.load_run(runs, POET_RUN, archive)
+    controls = {name: _common.load_run(runs, name, archive) for name in CONTROLS}
     hardest = hardest_solved(poet, args.solved)
     lines = [
         "# POET on Walker-v0",

@@ -13,8 +13,6 @@ Fig. 2 and its appendix figure for K = 5, 10, 20).
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -80,11 +78,8 @@ def run_name(method: str, k: int) -> str:
 
 
 def load(runs: Path, name: str, archive: Path) -> dict[str, Any] | None:
-    run = _common.find_run(runs, name, archive)
-    if run is None or not (run / "summary.json").exists():
-        return None
-    _common.archive_run(run, archive)
-    return json.loads((run / "summary.json").read_text())
+    run = _common.load_run(runs, name, archive)
+    return run["summary"] if run else None
 
 
 def curve(summary: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -209,10 +204,7 @@ def fit_figure(runs: Path, path: Path, task_index: int = 0) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=str(_ROOT / "runs"))
-    parser.add_argument("--out", default=str(_ROOT / "docs"))
-    parser.add_argument("--archive", default=str(_common.ARCHIVE_DIR), help="run records (read, written)")
+    parser = _common.run_table_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
     runs, out, archive = Path(args.runs), Path(args.out), Path(args.archive)
     summaries = {(m, k): load(runs, run_name(m, k), archive) for k in K_SHOTS for m in METHODS}
