@@ -185,6 +185,10 @@ def build(cfg: Any) -> PoetParts:
             iteration=jnp.zeros((), jnp.int32),
         )
 
+    def simulated(state: PoetState, episodes: Any) -> PoetState:
+        """Count episodes where they are simulated (fixed-shape work: every row a vmap touches)."""
+        return state.replace(episodes=state.episodes + jnp.asarray(episodes, jnp.float32))
+
     # ------------------------------------------------------------------ 1. MUTATE_ENVS
     def mutate_envs(state: PoetState, key: jax.Array) -> tuple[PoetState, Metrics]:
         parent_key, child_key, mc_key, admit_key = jax.random.split(key, 4)
@@ -202,6 +206,7 @@ def build(cfg: Any) -> PoetParts:
         parent_scores = jax.vmap(lambda p, c, k: score_on(state.es.mean[p], c, k, algo_cfg.eval_episodes))(
             picks, children, jax.random.split(mc_key, algo_cfg.num_children)
         )
+        state = simulated(state, algo_cfg.num_children * algo_cfg.eval_episodes)
         eligible = (
             parents.any()
             & ~known
@@ -229,6 +234,7 @@ def build(cfg: Any) -> PoetParts:
         scores = jax.vmap(lambda flat, k: score_on(flat, child, k, algo_cfg.eval_episodes))(
             state.es.mean, jax.random.split(key, capacity)
         )
+        state = simulated(state, capacity * algo_cfg.eval_episodes)  # every row, active or not
         scores = jnp.where(state.active, scores, -jnp.inf)
         best = jnp.argmax(scores)
         admit = (
@@ -274,7 +280,10 @@ def build(cfg: Any) -> PoetParts:
             jnp.concatenate([score[:, None], state.recent[:, :-1]], axis=1),
             state.recent,
         )
-        return state.replace(es=es, score=score, recent=recent), fitness
+        per_pair = algo_cfg.es.population_size + algo_cfg.eval_episodes
+        return simulated(
+            state.replace(es=es, score=score, recent=recent), state.active.sum() * per_pair
+        ), fitness
 
     # ------------------------------------------------------------------ 3. transfers
     def transfer_candidates(state: PoetState, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -315,6 +324,11 @@ def build(cfg: Any) -> PoetParts:
 
     def transfers(state: PoetState, key: jax.Array) -> tuple[PoetState, jax.Array]:
         direct, proposed, proposals = transfer_candidates(state, key)
+        tried = state.active.sum() * (state.active.sum() - 1)  # every active agent on every other terrain
+        per_try = algo_cfg.eval_episodes
+        if algo_cfg.transfer_proposals:
+            per_try += algo_cfg.es.population_size + algo_cfg.eval_episodes
+        state = simulated(state, tried * per_try)
         rows = jnp.arange(capacity)
         # POET: beat this iteration's own score; Enhanced POET: the best of the last few.
         own = jnp.max(state.recent, axis=1)
@@ -356,20 +370,10 @@ def build(cfg: Any) -> PoetParts:
             reproduce, lambda s: mutate_envs(s, mutate_key), lambda s: (s, no_mutation), state
         )
         state, fitness = es_steps(state, step_key)
-        before_transfer_active = state.active.sum()
-        attempt = (t % algo_cfg.transfer_every == 0) & (before_transfer_active > 1)
+        attempt = (t % algo_cfg.transfer_every == 0) & (state.active.sum() > 1)
         state, accepted = jax.lax.cond(
             attempt, lambda s: transfers(s, transfer_key), lambda s: (s, jnp.zeros((), jnp.int32)), state
         )
-        # Episodes simulated (fixed-shape work: every row a vmap touches counts).
-        pop, evals, children = algo_cfg.es.population_size, algo_cfg.eval_episodes, algo_cfg.num_children
-        tried = before_transfer_active * (before_transfer_active - 1)
-        episodes = (
-            state.active.sum() * (pop + evals)
-            + jnp.where(reproduce, children * evals + algo_cfg.max_admitted * capacity * evals, 0)
-            + jnp.where(attempt, tried * (evals + (pop + evals if algo_cfg.transfer_proposals else 0)), 0)
-        )
-        state = state.replace(episodes=state.episodes + episodes.astype(jnp.float32))
         solved_rows = state.active & (state.score >= algo_cfg.solved_threshold)
         archive_solved = state.archive_solved.at[state.archive_row].max(solved_rows)
         state = state.replace(archive_solved=archive_solved, key=key, iteration=t + 1)
