@@ -1,7 +1,8 @@
 """Record each method's metrics on a fixed seed before the platform refactor (issue 11).
 
 Tasks: drawn from PRNGKey(task_seed) split into (train, test) as the code did then;
-training key PRNGKey(0); 8 updates; then evaluate(state, PRNGKey(7)).
+training key PRNGKey(0); jitted init; 8 updates; then evaluate(state, PRNGKey(7)).
+Run from a checkout of commit 92ceb45 (adjust the two paths below to that checkout).
 """
 import json, sys
 sys.path.insert(0, "/work/main/tests"); sys.path.insert(0, "/work/main")
@@ -21,7 +22,7 @@ for case, extra in CASES.items():
     name = case.replace("_temporal", "")
     cfg = tiny_config(name, "/tmp/unused", 8, "env.train_every_goal=true", *extra)
     algo = algos.REGISTRY[name].make(cfg)
-    state = algo.init(jax.random.PRNGKey(0))
+    state = jax.jit(algo.init)(jax.random.PRNGKey(0))
     state, metrics = jax.jit(lambda s: jax.lax.scan(lambda c, _: algo.update(c), s, None, length=8))(state)
     ev = jax.jit(algo.evaluate)(state, jax.random.PRNGKey(7))
     out[case] = {
