@@ -135,7 +135,7 @@ def test_acting_and_training_compute_the_same_policy(temporal):
     assert int(failure_bank.size(state.bank).sum()) > 0
     setup = parts.setup
     network = parts.network
-    memory = failure_replay.encode_banks(network, state.params, state.bank)
+    memory = jax.jit(functools.partial(failure_replay.encode_banks, network))(state.params, state.bank)
     data, _, _ = jax.jit(
         lambda key: trial.run_trials(
             setup.env,
