@@ -212,15 +212,16 @@ def walkers_gif(
     from envs_jax import walker_render
     from jaxmeta.plots import write_gif
 
+    every = 2  # frames: every second step
     play = jax.jit(lambda flat, params, key: episode_states(env, params, policy, flat, key, max_steps))
     films = []
     for flat, encoding, layout in zip(agents, terrains, layouts, strict=True):
         key = jax.random.PRNGKey(layout)
         states, rewards, done = play(flat, on_terrain(env, env_params, encoding, key), key)
         label = f"{terrain_label(encoding)}  return {float(counted_return(rewards, done)):.0f}"
-        films.append(walker_render.film(env, states, done, label))
+        films.append(walker_render.film(env, states, done, label, every=every))
     frames = walker_render.stack(films)
-    step_s = 2 * float(env_params.dt)  # walker_render.film draws every second step
+    step_s = every * float(env_params.dt)
     captions = [f"{title}, t = {step_s * t:4.1f} s" for t in range(len(frames))]
     return write_gif(frames, captions, path, fps=12)
 
