@@ -568,9 +568,13 @@ def _close_quietly(checkpoints: Any) -> None:
 
 @contextlib.contextmanager
 def deferred_interrupts() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM until the block is done, then raise ``KeyboardInterrupt`` if one came.
+    """Hold SIGINT and SIGTERM until the block is done, then deliver what came.
 
-    Only in the main thread (signal handlers can only be set there); elsewhere a no-op.
+    A held signal goes to the handler that was there before (Python's SIGINT handler raises
+    ``KeyboardInterrupt``); one whose default action would end the process raises
+    ``KeyboardInterrupt`` instead, so the runner stops as after Ctrl-C; one that was ignored
+    (``nohup``, a shell's background job) stays ignored. Only in the main thread (signal handlers
+    can only be set there); elsewhere a no-op.
     """
     import signal
     import threading
@@ -589,8 +593,14 @@ def deferred_interrupts() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if received:
-            raise KeyboardInterrupt
+        for signum in dict.fromkeys(received):  # each signal once, in the order they came
+            handler = previous[signum]
+            if handler is signal.SIG_IGN:
+                continue
+            if callable(handler):
+                handler(signum, None)
+            else:  # SIG_DFL (or None: set outside Python) would end the process
+                raise KeyboardInterrupt
 
 
 def _latest_checkpoint(directory: Path) -> int | None:

@@ -56,6 +56,23 @@ TINY_MEMORY_RUN = (
 )
 
 
+# A whole run that compiles in ~3 s (MAML on the sinusoids, no environment), for the tests of what the
+# runner does whatever the method (sharding seeds over devices and processes).
+TINY_MAML_RUN = (
+    "config=configs/sinusoid_maml_k10.yaml",
+    "num_updates=4",
+    "chunk_size=2",
+    "checkpoint_every=2",
+    "eval_every=2",
+    "log_every=1",
+    "algo.meta_batch_size=4",
+    "algo.eval.num_tasks=8",
+    "algo.eval.steps=2",
+    "progress=false",
+    "plots=false",
+)
+
+
 def legacy_override(item: str) -> str:
     """An override in the layout before issue 11 (``trial.*``, ``eval.*`` top-level) in today's."""
     key, _, value = item.partition("=")

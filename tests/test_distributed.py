@@ -2,10 +2,12 @@
 
 Each process owns one CPU device; the runner's seed mesh spans both, so each
 process trains two of the four seeds and process 0 writes the run directory.
-The result must equal the same four seeds trained in one process: the same
-episodes (returns, successes, evaluation) exactly, and losses to float
+The result must equal the same four seeds trained in one process, to float
 rounding (each device vectorises two seeds instead of four, so XLA may sum
-in another order; see README, "Beyond one machine").
+in another order; see README, "Beyond one machine"). The method is MAML on
+the sinusoids: the sharding is the runner's, whatever the method, and this
+one compiles in ~3 s (a Gridworld method costs each of the three JAX
+processes ~9 s more).
 """
 
 import json
@@ -16,31 +18,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from helpers import subprocess_timeout
+from helpers import TINY_MAML_RUN, subprocess_timeout
 
 from jaxmeta import config, runner
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = [
-    "config=configs/bc_x2.yaml",
-    "num_updates=4",
-    "chunk_size=2",
-    "checkpoint_every=2",
-    "eval_every=2",
-    "seeds=4",
-    "algo.trial.batch_size=4",
-    "algo.trial.num_steps=16",
-    "algo.num_train_tasks=20",
-    "algo.num_test_tasks=8",
-    "algo.eval.num_tasks=8",
-    "algo.eval.episodes=2",
-    "env.size=5",
-    "env.num_colors=3",
-    "env.max_steps_in_episode=10",
-    "algo.hidden_sizes=[16]",
-    "progress=false",
-    "plots=false",
-]
+ARGS = [*TINY_MAML_RUN, "seeds=4"]
 
 
 def free_port() -> int:
@@ -91,19 +74,26 @@ def test_two_processes_train_four_seeds_like_one(tmp_path):
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert two["processes"] == 2 and len(two["devices"]) == 2
 
-    cfg = config.load(str(ROOT / "configs" / "bc_x2.yaml"), [*ARGS[1:], f"run_dir={tmp_path / 'one'}"])
+    cfg = config.load(
+        str(ROOT / "configs" / "sinusoid_maml_k10.yaml"), [*ARGS[1:], f"run_dir={tmp_path / 'one'}"]
+    )
     one = runner.run(cfg, log=lambda *_: None)
     assert len(one["devices"]) == 1
-    for metric in ("episode_return", "episode_success", "total_return"):
-        assert two["eval"][metric]["per_seed"] == one["eval"][metric]["per_seed"], metric
+    assert two["eval"].keys() == one["eval"].keys() and two["eval"]
+    for metric in two["eval"]:
+        np.testing.assert_allclose(
+            two["eval"][metric]["per_seed"], one["eval"][metric]["per_seed"], rtol=1e-5
+        )
     a, b = rows(tmp_path / "two"), rows(tmp_path / "one")
     assert [(r["kind"], r["update"], r["seed"]) for r in a] == [
         (r["kind"], r["update"], r["seed"]) for r in b
     ]
+    assert {r["seed"] for r in a} == {0, 1, 2, 3}
     for ra, rb in zip(a, b, strict=True):
+        assert ra.keys() == rb.keys()
         for key in ra:
-            if key in ("loss", "accuracy"):
-                np.testing.assert_allclose(ra[key], rb[key], rtol=1e-5, err_msg=key)
-            else:
+            if isinstance(ra[key], str):
                 assert ra[key] == rb[key], key
+            else:
+                np.testing.assert_allclose(ra[key], rb[key], rtol=1e-5, err_msg=key)
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["2", "4"]

@@ -127,11 +127,25 @@ def test_gru_gate_matches_the_formula():
 @pytest.mark.parametrize("temporal", [False, True])
 def test_acting_and_training_compute_the_same_policy(temporal):
     """The logits trained on (whole trials at once) are those the agent acted with (step by step)."""
-    parts = failure_replay.make_parts(small_config("/tmp/unused", f"algo.temporal={str(temporal).lower()}"))
+    cfg = small_config("/tmp/unused", f"algo.temporal={str(temporal).lower()}")
+    parts = failure_replay.make_parts(cfg)
     state = jax.jit(parts.algo.init)(jax.random.PRNGKey(0))
-    # Fill the banks a little so memory matters.
-    state = jax.jit(parts.algo.update)(state)[0]
-    state = jax.jit(parts.algo.update)(state)[0]
+    # Fill the banks a little so memory matters: the failures of two batches of training trials, written
+    # as an update writes them (without its gradient step, which this test does not need to compile).
+    collect = functools.partial(failure_replay.collect, parts.network, parts.setup, cfg.algo)
+
+    @jax.jit
+    def write_failures(state, key):
+        data, episodes, pool = collect(state.replace(key=key))
+        pool_task, steps, step_mask, failed = trial.failures_for_bank(
+            data, episodes, cfg.algo.bank_length, cfg.algo.max_episodes_per_trial
+        )
+        return state.replace(
+            bank=failure_bank.add(state.bank, pool.task_ids[pool_task], steps, step_mask, failed)
+        )
+
+    for key in jax.random.split(jax.random.PRNGKey(1), 2):
+        state = write_failures(state, key)
     assert int(failure_bank.size(state.bank).sum()) > 0
     setup = parts.setup
     network = parts.network

@@ -10,6 +10,12 @@ sets the old way and passes the same keys, so any difference is a change of
 behaviour. Both sides initialise with ``jax.jit(init)`` (one compiled program instead of hundreds of
 eager ones; jitted and eager initialisers differ in the last bits), so the reference was re-recorded
 that way from the same commit (92ceb45) on 2026-12-01.
+
+Floats are compared to 1e-5 relative, everything else exactly: the same program compiled on another
+x86 CPU differs in the last bits (losses by up to 2.4e-7 on the machine of 2026-12-01, from the one that
+recorded them). These are guards of that refactor, not independent references (each method's own tests
+are), and they compile five methods (~100 s of the suite's CPU time), so they run with the slow tests:
+``pytest -m slow tests/test_regression.py``.
 """
 
 import json
@@ -25,6 +31,7 @@ from jaxmeta import algos, seeding
 REFERENCE = json.loads((Path(__file__).parent / "data" / "regression_before_issue11.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(REFERENCE))
 def test_first_updates_and_evaluation_are_unchanged(case, monkeypatch):
     monkeypatch.setattr(seeding, "task_key", lambda task_seed: jax.random.PRNGKey(task_seed))
@@ -38,6 +45,10 @@ def test_first_updates_and_evaluation_are_unchanged(case, monkeypatch):
     for kind, got in (("train", metrics), ("eval", evaluation)):
         for key, expected in REFERENCE[case][kind].items():
             value = np.asarray(got[key])
-            np.testing.assert_array_equal(
-                value, np.asarray(expected, value.dtype), err_msg=f"{case} {kind} {key}"
-            )
+            expected = np.asarray(expected, value.dtype)
+            if np.issubdtype(value.dtype, np.floating):  # last bits differ between CPUs (see above)
+                np.testing.assert_allclose(
+                    value, expected, rtol=1e-5, atol=1e-7, err_msg=f"{case} {kind} {key}"
+                )
+            else:  # counts, returns of discrete episodes: exactly
+                np.testing.assert_array_equal(value, expected, err_msg=f"{case} {kind} {key}")
