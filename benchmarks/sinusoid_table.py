@@ -63,6 +63,19 @@ NOTES = """
 - **Meta-SGD after more than one step**: its step sizes are meta-learned for exactly one step (as in
   Li et al.); repeated, they overshoot and the error diverges ("diverged": not finite), so its one-step
   cell is the one to compare.
+- **Unstable rows at K = 20.** First-order MAML: seeds 0 and 2 train normally (after 1 step 0.604 and
+  0.658, after 10 steps 0.079 and 0.068); seed 1 collapses at meta-iteration ~4,700 (its meta-loss goes
+  from 0.59 at 4,600 to 5.2 at 4,700 and stays at 3-4, the level of a predictor that ignores x) and
+  ends with MSE 3,610 before adaptation, 3.56 after one step and ~3e8 after five, which is what the
+  row's mean and std show. The collapse is deterministic: a rerun on 2026-12-01 reproduced every digit
+  of the row (its record: `benchmarks/results/runs/sinusoid_fomaml_k20`). Our reading, not verified
+  further: the first-order meta-gradient ignores how the inner step depends on the initialisation, so
+  nothing keeps that step stable; its initialisations predict badly before adaptation (MSE ~11 on the
+  sound seeds, against ~3.15 for second-order MAML), the inner gradients are large, and one step that
+  overshoots drives the ReLUs dead. Second-order MAML at K = 20 did not collapse on any of its seeds.
+  We did not add meta-gradient clipping: the MAML paper's sinusoid setup has none (the reference code
+  clips to [-10, 10] only for MiniImagenet). Reptile at K = 20: one seed's error rises again after
+  five steps (the std of 0.429 after ten); the per-seed values of that run were not kept.
 - **Published numbers**: the MAML paper reports its sinusoid results only as plots (MSE against steps,
   600 tasks, K = 5, 10, 20). Meta-SGD's Table 1 (Li et al. 2017) is the usual numeric reference; we could
   read its K = 5 cells only (quoted by PaddlePaddle/PARL), and its protocol is not the MAML paper's:
