@@ -31,6 +31,7 @@ if str(_ROOT) not in sys.path:  # run as `python benchmarks/poet_table.py`
     sys.path.insert(0, str(_ROOT))
 
 from benchmarks import _common  # noqa: E402
+from jaxmeta.evolution.rollouts import terrain_label  # noqa: E402
 
 POET_RUN = "poet_walker"
 CONTROLS = {
@@ -86,11 +87,6 @@ def final_pairs(poet: dict[str, Any]) -> list[tuple[list[float], float]]:
     return sorted(pairs, key=lambda p: -(p[0][2] + p[0][4] + 0.1 * p[0][0]))
 
 
-def terrain_text(encoding: list[float]) -> str:
-    r, s0, s1, g0, g1 = encoding
-    return f"roughness {r:.1f}, stumps {s0:.1f}-{s1:.1f}, gaps {g0:.1f}-{g1:.1f}"
-
-
 def poet_section(poet: dict[str, Any] | None, solved: float) -> list[str]:
     if poet is None:
         return [
@@ -105,6 +101,14 @@ def poet_section(poet: dict[str, Any] | None, solved: float) -> list[str]:
     _, archive = series(lines, "train", "archive")
     _, transfers = series(lines, "train", "transfers_accepted")
     _, episodes = series(lines, "train", "episodes")
+    # Transfers are counted per iteration: their sum needs every iteration's line, which an archived
+    # record (every k-th training line) no longer has.
+    complete = len(updates) == int(updates[-1]) and np.array_equal(updates, np.arange(1, len(updates) + 1))
+    transfers_text = (
+        f"{transfers.sum():.0f} accepted transfers"
+        if complete
+        else "accepted transfers not counted (the archived record keeps only some iterations)"
+    )
     summary = poet["summary"]
     status = (
         f"finished, {_common.run_wall_time(summary)}"
@@ -117,7 +121,7 @@ def poet_section(poet: dict[str, Any] | None, solved: float) -> list[str]:
         f"`python -m jaxmeta.train config=configs/poet_walker.yaml`: {status}. "
         f"At iteration {int(updates[-1]):,}: "
         f"ANNECS {annecs[-1]:.0f}, {active[-1]:.0f} active pairs, {archive[-1]:.0f} terrains admitted "
-        f"(the first included), {transfers.sum():.0f} accepted transfers, {episodes[-1]:,.0f} episodes "
+        f"(the first included), {transfers_text}, {episodes[-1]:,.0f} episodes "
         f"simulated.",
         "",
         f"Active pairs at the last evaluation (score: mean return over the evaluation's fresh layouts; "
@@ -127,7 +131,9 @@ def poet_section(poet: dict[str, Any] | None, solved: float) -> list[str]:
         "|---|---:|:---:|",
     ]
     for terrain, score in final_pairs(poet):
-        out.append(f"| {terrain_text(terrain)} | {score:.1f} | {'yes' if score >= solved else 'no'} |")
+        out.append(
+            f"| {terrain_label(terrain, short=False)} | {score:.1f} | {'yes' if score >= solved else 'no'} |"
+        )
     return [*out, ""]
 
 
@@ -158,7 +164,7 @@ def control_rows(runs: dict[str, Any]) -> list[str]:
         finished = ev["finished"]["mean"]
         solved = sum(v >= 0.5 for v in ev["solved"]["per_seed"])
         env = run["config"].get("env", {})
-        target_text = terrain_text([float(env.get(name, 0.0)) for name in ENCODING])
+        target_text = terrain_label([float(env.get(name, 0.0)) for name in ENCODING], short=False)
         out.append(
             f"| {label} | {target_text} | {returns} | {finished:.0%} | "
             f"{solved} of {len(ev['solved']['per_seed'])} | "
@@ -232,7 +238,7 @@ def main(argv: list[str] | None = None) -> str:
         "## ES alone on POET's hardest solved terrain",
         "",
         "Hardest terrain solved at POET's last evaluation: "
-        f"{terrain_text(hardest) if hardest else 'none yet'}.",
+        f"{terrain_label(hardest, short=False) if hardest else 'none yet'}.",
         "",
         *control_rows(controls),
         "",
@@ -248,6 +254,7 @@ def main(argv: list[str] | None = None) -> str:
         if source is not None and source.exists():
             figures.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, figures / name)
+        if run is not None and (figures / name).exists():  # copied now, or by an earlier run of this script
             lines += [f"![{name}](figures/{name})", ""]
     text = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)

@@ -189,10 +189,12 @@ def counted_return(rewards: jax.Array, done: jax.Array) -> jax.Array:
 __all__ += ["counted_return", "episode_states"]
 
 
-def terrain_label(encoding: Any) -> str:
-    """``rough 1.2, stumps 0.0-0.4, gaps 0.4-1.2`` for a ``Walker-v0`` encoding (POET's units: 0.3 m)."""
+def terrain_label(encoding: Any, short: bool = True) -> str:
+    """``rough 1.2, stumps 0.0-0.4, gaps 0.4-1.2`` for a ``Walker-v0`` encoding (POET's units: 0.3 m);
+    ``short=False`` spells out ``roughness`` (tables; the short form fits a GIF caption)."""
     r, s0, s1, g0, g1 = (float(x) for x in encoding)
-    return f"rough {r:.1f}, stumps {s0:.1f}-{s1:.1f}, gaps {g0:.1f}-{g1:.1f}"
+    rough = "rough" if short else "roughness"
+    return f"{rough} {r:.1f}, stumps {s0:.1f}-{s1:.1f}, gaps {g0:.1f}-{g1:.1f}"
 
 
 def walkers_gif(
