@@ -238,6 +238,17 @@ register(
 )
 
 
+def _register_host_entries() -> None:
+    """Procgen and the Miniworld room: their modules import neither package until an env is built."""
+    from envs_jax.host import miniworld_room, procgen
+
+    register(procgen.ENTRY)
+    register(miniworld_room.ENTRY)
+
+
+_register_host_entries()
+
+
 __all__ = [
     "AdaptivePendulum",
     "BanditTask",

@@ -71,9 +71,11 @@ class EnvEntry:
     num_train, num_test, **task_settings) -> (train, test)`` draws the fixed
     task sets of a run (default: :func:`envs_jax.tasks.disjoint_task_sets`);
     ``check(settings)`` raises ``ValueError`` for settings that are each
-    allowed but not together. ``host`` marks an environment stepped on the
-    host (through callbacks): it cannot be vmapped, so a runner runs its
-    seeds apart.
+    allowed but not together; ``held_out(env, params, key, num_test) -> test``
+    is the held-out set of a run whose method trains on fresh tasks (default:
+    drawn with the env's ``sample_task``; Procgen's are its held-out levels).
+    ``host`` marks an environment stepped on the host (through callbacks): it
+    cannot be vmapped, so a runner runs its seeds apart.
     """
 
     id: str
@@ -84,6 +86,7 @@ class EnvEntry:
     host: bool = False
     task_sets: Callable[..., Any] | None = None
     check: Callable[[Mapping[str, Any]], None] | None = None
+    held_out: Callable[..., Any] | None = None
 
     def split(self, values: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """``{target: {name: value}}`` for the given setting values (``None`` = env default dropped)."""

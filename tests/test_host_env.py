@@ -55,9 +55,9 @@ def test_only_the_environments_that_ended_are_reset():
     calls = []
 
     class CountingChain(NumpyChain):
-        def reset(self, seeds, mask):
+        def reset(self, seeds, mask, tasks=None):
             calls.append(np.asarray(mask).copy())
-            return super().reset(seeds, mask)
+            return super().reset(seeds, mask, tasks)
 
     from envs_jax.host import HostEnv
     from envs_jax.host.toy import ChainParams
@@ -82,6 +82,79 @@ def test_only_the_environments_that_ended_are_reset():
     assert calls[0].all()  # the start
     resets = np.array(calls[1:])  # one call per step, resetting exactly the envs that ended
     np.testing.assert_array_equal(resets, done)
+
+
+def chain_env(name, batch_class):
+    from envs_jax.host import HostEnv
+    from envs_jax.host.toy import ChainParams
+
+    spaces_of = envs_jax.make("NumpyChain-host-v0", length=LENGTH)[0]
+    return HostEnv(
+        name,
+        lambda n: batch_class(n, LENGTH, MAX_STEPS),
+        spaces_of.observation_space(),
+        spaces_of.action_space(),
+        ChainParams(LENGTH, MAX_STEPS),
+    )
+
+
+def test_tasks_reach_the_host_batch_as_numpy_arrays():
+    seen = []
+
+    class TaskChain(NumpyChain):
+        def reset(self, seeds, mask, tasks=None):
+            seen.append(tasks)
+            return super().reset(seeds, mask, tasks)
+
+    env = chain_env("TaskChain", TaskChain)
+    params = env.default_params
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    tasks = {"level": jnp.array([4, 5, 6], jnp.int32), "goal": jnp.ones((3, 2), jnp.float32)}
+
+    @jax.jit
+    def run(keys, tasks):
+        _, state = env.reset(keys, params, tasks)
+        next_obs, state, *_ = env.step(keys, state, jnp.ones(3, jnp.int32), params)
+        env.reset_where(jnp.array([True, False, True]), keys, next_obs, state, params)
+        return state.handle
+
+    jax.block_until_ready(run(keys, tasks))
+    assert len(seen) == 2 and seen[1] is None  # the second reset was given no tasks
+    assert set(seen[0]) == {"level", "goal"}
+    np.testing.assert_array_equal(seen[0]["level"], [4, 5, 6])
+    assert isinstance(np.asarray(seen[0]["goal"]), np.ndarray) and seen[0]["goal"].shape == (3, 2)
+
+
+def test_an_error_on_the_host_names_the_env_the_call_and_the_step():
+    class BrokenChain(NumpyChain):
+        def step(self, actions):
+            if self.time.max() >= 2:
+                raise RuntimeError("the simulator fell over")
+            return super().step(actions)
+
+    env = chain_env("BrokenChain", BrokenChain)
+    params = env.default_params
+
+    @jax.jit
+    def run(key):
+        runner_state = rollouts.start(env, params, key, 2)
+        return rollouts.rollout(env, params, runner_state, scripted_policy, None, key, 5, 0)[2]
+
+    with pytest.raises(
+        Exception,
+        match=r"BrokenChain failed in step \(host batch \d+, after 2 steps\): "
+        r"RuntimeError: the simulator fell over",
+    ):
+        jax.block_until_ready(run(jax.random.PRNGKey(0)))
+    # Outside a callback the error is the adapter's own, chained to the host's.
+    from envs_jax.host.adapter import HostEnvError
+
+    handle, _, _ = env._host_reset(0, np.zeros((2, 0), np.uint8), np.ones(2, bool), np.zeros(2, np.uint32))
+    env._host_step(handle, np.zeros((2, 0), np.uint8), np.ones(2, np.int32))
+    env._host_step(handle, np.zeros((2, 0), np.uint8), np.ones(2, np.int32))
+    with pytest.raises(HostEnvError, match="after 2 steps") as caught:
+        env._host_step(handle, np.zeros((2, 0), np.uint8), np.ones(2, np.int32))
+    assert isinstance(caught.value.__cause__, RuntimeError)
 
 
 def test_vmapping_a_host_env_is_refused_in_one_clear_error():

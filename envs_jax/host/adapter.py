@@ -18,6 +18,18 @@ batches. The adapter keeps the :data:`MAX_BATCHES` most recently used batches.
 refuses it with :class:`HostEnvVmapError`; the runner runs the seeds of such
 an environment one after another instead.
 
+**Tasks.** ``reset``/``reset_where`` hand the per-env task pytree (numpy
+arrays with leading axis ``N``) to ``HostBatch.reset``, or ``None`` when the
+caller gave none; a host env whose tasks are drawn in JAX (``sample_task``,
+``is_valid_task``, given to :class:`HostEnv`) works with
+``envs_jax.tasks.task_set`` like a pure-JAX one.
+
+**Errors.** An exception raised by the host batch inside a callback reaches
+the caller as JAX's runtime error, whose message is all that survives; the
+adapter re-raises it as :class:`HostEnvError` naming the environment, the call
+(``reset``/``step``), the host batch and how many steps it had taken, so the
+message says where it happened.
+
 **Resume.** A host environment's state is not a JAX array. A batch that can
 snapshot itself (``get_state() -> [num_envs, K]`` uint8 array and
 ``set_state``) carries the snapshot in the JAX state after every call, so a
@@ -31,7 +43,8 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import jax
@@ -47,13 +60,19 @@ class HostEnvVmapError(ValueError):
     """A host environment was vmapped; it steps its own batch and must not be."""
 
 
+class HostEnvError(RuntimeError):
+    """The host batch raised inside a callback; the message names the env, the call and the step count."""
+
+
 class HostBatch(Protocol):
     """``num_envs`` Python environments stepped together (numpy in, numpy out)."""
 
     num_envs: int
 
-    def reset(self, seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Start new episodes where ``mask [N]`` (seeded by ``seeds [N]``); return every observation."""
+    def reset(self, seeds: np.ndarray, mask: np.ndarray, tasks: Any = None) -> np.ndarray:
+        """Start new episodes where ``mask [N]`` (seeded by ``seeds [N]`` uint32); return every
+        observation ``[N, *obs_shape]``. ``tasks`` is the per-env task pytree (numpy arrays, leading
+        axis ``N``) or ``None`` when the caller gave none; env ``i`` starts an episode of ``tasks[i]``."""
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One step of every env: ``(obs, reward, terminated, truncated)``, no auto-reset; ``truncated``
@@ -74,6 +93,10 @@ class HostEnv:
     ``make_batch(num_envs) -> HostBatch`` builds the host environments;
     ``observation_space``/``action_space`` are gymnax spaces of ONE env;
     ``snapshot_size`` is the bytes per env of ``get_state`` (0: no snapshots).
+    ``sample_task(key, params) -> task`` (pure JAX, one task) and
+    ``is_valid_task(task, params) -> bool`` give the env the task interface
+    of ``envs_jax.tasks`` (task sets are drawn in JAX, then handed to the
+    host at each reset); without them the env has no task distribution.
     """
 
     batched = True
@@ -87,6 +110,8 @@ class HostEnv:
         action_space: Any,
         params: Any,
         snapshot_size: int = 0,
+        sample_task: Callable[[jax.Array, Any], Any] | None = None,
+        is_valid_task: Callable[[Any, Any], Any] | None = None,
     ) -> None:
         self._name = name
         self._make_batch = make_batch
@@ -94,7 +119,10 @@ class HostEnv:
         self._action_space = action_space
         self._params = params
         self.snapshot_size = snapshot_size
+        self._sample_task = sample_task
+        self._is_valid_task = is_valid_task
         self._batches: OrderedDict[int, HostBatch] = OrderedDict()
+        self._steps: dict[int, int] = {}  # steps taken by each host batch (for error messages)
         self._handles = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -117,23 +145,40 @@ class HostEnv:
     def action_space(self, params: Any = None) -> Any:
         return self._action_space
 
+    # ------------------------------------------------------------------ the task interface
+    def sample_task(self, key: jax.Array, params: Any) -> Any:
+        """One task drawn with ``key`` (pure JAX; ``envs_jax.tasks`` vmaps it over keys)."""
+        if self._sample_task is None:
+            raise NotImplementedError(f"the host environment {self._name} has no task distribution")
+        return self._sample_task(key, params)
+
+    def is_valid_task(self, task: Any, params: Any) -> jax.Array:
+        """Whether ``task`` may be used (redrawn otherwise); every task is valid unless the env says."""
+        if self._is_valid_task is None:
+            return jnp.ones((), bool)
+        return jnp.asarray(self._is_valid_task(task, params), bool)
+
     # ------------------------------------------------------------------ the batched interface
     def reset(self, keys: jax.Array, params: Any, tasks: Any = None) -> tuple[Any, HostState]:
+        """A new host batch of ``keys.shape[0]`` envs, each starting an episode (of ``tasks[i]``)."""
         num_envs = keys.shape[0]
         handle = jnp.zeros((), jnp.int32)  # 0: a new batch
         snapshot = jnp.zeros((num_envs, self.snapshot_size), jnp.uint8)
         mask = jnp.ones((num_envs,), bool)
-        return self._reset(HostState(handle, snapshot), mask, keys)
+        return self._reset(HostState(handle, snapshot), mask, keys, tasks)
 
     def reset_where(
         self, done: jax.Array, keys: jax.Array, obs: Any, state: HostState, params: Any, tasks: Any = None
     ) -> tuple[Any, HostState]:
+        """New episodes where ``done [N]`` (of ``tasks[i]``); the host leaves the other envs as they are."""
         del obs  # the host returns every env's observation: the ones not reset are unchanged
-        return self._reset(state, done, keys)
+        return self._reset(state, done, keys, tasks)
 
     def step(
         self, keys: jax.Array, state: HostState, action: jax.Array, params: Any
     ) -> tuple[Any, HostState, jax.Array, jax.Array, jax.Array, dict[str, Any]]:
+        """One step of every env: ``(obs [N, ...], state, reward [N] f32, terminated [N], truncated [N],
+        {})``, no auto-reset; ``truncated`` excludes ``terminated``."""
         num_envs = action.shape[0]
         shapes = (
             jax.ShapeDtypeStruct((), jnp.int32),
@@ -149,7 +194,9 @@ class HostEnv:
         return obs, HostState(handle, snapshot), reward, terminated, truncated, {}
 
     # ------------------------------------------------------------------ host side
-    def _reset(self, state: HostState, mask: jax.Array, keys: jax.Array) -> tuple[Any, HostState]:
+    def _reset(
+        self, state: HostState, mask: jax.Array, keys: jax.Array, tasks: Any = None
+    ) -> tuple[Any, HostState]:
         num_envs = mask.shape[0]
         seeds = jax.vmap(lambda k: jax.random.bits(k, (), jnp.uint32))(keys)
         shapes = (
@@ -157,9 +204,18 @@ class HostEnv:
             self._obs_struct(num_envs),
             jax.ShapeDtypeStruct((num_envs, self.snapshot_size), jnp.uint8),
         )
+        args = (state.handle, state.snapshot, mask, seeds)
+        if tasks is not None:  # no tasks: nothing is passed, and the host sees None
+            for leaf in jax.tree.leaves(tasks):
+                if jnp.shape(leaf)[:1] != (num_envs,):
+                    raise ValueError(
+                        f"{self._name}: every task leaf needs a leading axis of {num_envs} (one task per "
+                        f"env), got shape {jnp.shape(leaf)}"
+                    )
+            args = (*args, tasks)
         handle, obs, snapshot = _unbatched(
             self._name, lambda *a: io_callback(self._host_reset, shapes, *a, ordered=True)
-        )(state.handle, state.snapshot, mask, seeds)
+        )(*args)
         return obs, HostState(handle, snapshot)
 
     def _obs_struct(self, num_envs: int) -> jax.ShapeDtypeStruct:
@@ -175,43 +231,70 @@ class HostEnv:
                 handle = next(self._handles)
                 batch = self._make_batch(num_envs)
                 self._batches[handle] = batch
+                self._steps[handle] = 0
                 while len(self._batches) > MAX_BATCHES:
-                    self._batches.popitem(last=False)
+                    old, _ = self._batches.popitem(last=False)
+                    self._steps.pop(old, None)
             self._batches.move_to_end(handle)
         return handle, batch, fresh
+
+    @contextmanager
+    def _reraise(self, call: str, handle: int) -> Iterator[None]:
+        """Re-raise what the host batch raises as :class:`HostEnvError` saying where (chained)."""
+        try:
+            yield
+        except Exception as err:
+            where = f"host batch {handle}" if handle else "a new host batch"
+            steps = self._steps.get(handle, 0)
+            raise HostEnvError(
+                f"the host environment {self._name} failed in {call} ({where}, after {steps} steps): "
+                f"{type(err).__name__}: {err}"
+            ) from err
 
     def _snapshot(self, batch: HostBatch) -> np.ndarray:
         if not self.snapshot_size:
             return np.zeros((batch.num_envs, 0), np.uint8)
         return np.asarray(batch.get_state(), np.uint8).reshape(batch.num_envs, self.snapshot_size)
 
-    def _host_reset(self, handle: Any, snapshot: Any, mask: Any, seeds: Any) -> tuple[Any, ...]:
+    def _host_reset(
+        self, handle: Any, snapshot: Any, mask: Any, seeds: Any, tasks: Any = None
+    ) -> tuple[Any, ...]:
         mask, seeds = np.asarray(mask, bool), np.asarray(seeds, np.uint32)
-        handle, batch, fresh = self._batch(int(handle), np.asarray(snapshot), mask.shape[0])
-        if fresh and self.snapshot_size and not mask.all():
-            batch.set_state(np.asarray(snapshot))  # a restored train state: continue where it was
-        elif fresh and not mask.all():
-            mask = np.ones_like(mask)  # nothing to continue from: every env starts over
-        obs = batch.reset(seeds, mask)
-        return np.int32(handle), self._obs(obs), self._snapshot(batch)
+        if tasks is not None:
+            tasks = jax.tree.map(np.asarray, tasks)
+        handle = int(handle)
+        with self._reraise("reset", handle):
+            handle, batch, fresh = self._batch(handle, np.asarray(snapshot), mask.shape[0])
+        with self._reraise("reset", handle):
+            if fresh and self.snapshot_size and not mask.all():
+                batch.set_state(np.asarray(snapshot))  # a restored train state: continue where it was
+            elif fresh and not mask.all():
+                mask = np.ones_like(mask)  # nothing to continue from: every env starts over
+            obs = batch.reset(seeds, mask, tasks)
+            return np.int32(handle), self._obs(obs), self._snapshot(batch)
 
     def _host_step(self, handle: Any, snapshot: Any, actions: Any) -> tuple[Any, ...]:
         actions = np.asarray(actions)
-        handle, batch, fresh = self._batch(int(handle), np.asarray(snapshot), actions.shape[0])
-        if fresh:
-            if self.snapshot_size:
-                batch.set_state(np.asarray(snapshot))
-            else:
-                batch.reset(np.arange(actions.shape[0], dtype=np.uint32), np.ones(actions.shape[0], bool))
-        obs, reward, terminated, truncated = batch.step(actions)
-        return (
-            np.int32(handle),
-            self._obs(obs),
-            np.asarray(reward, np.float32),
-            np.asarray(terminated, bool),
-            np.asarray(truncated, bool) & ~np.asarray(terminated, bool),
-            self._snapshot(batch),
-        )
+        handle = int(handle)
+        with self._reraise("step", handle):
+            handle, batch, fresh = self._batch(handle, np.asarray(snapshot), actions.shape[0])
+        with self._reraise("step", handle):
+            if fresh:
+                if self.snapshot_size:
+                    batch.set_state(np.asarray(snapshot))
+                else:  # nothing to continue from: start over (tasks unknown here: the env's default)
+                    num = actions.shape[0]
+                    batch.reset(np.arange(num, dtype=np.uint32), np.ones(num, bool), None)
+            obs, reward, terminated, truncated = batch.step(actions)
+            self._steps[handle] = self._steps.get(handle, 0) + 1
+            return (
+                np.int32(handle),
+                self._obs(obs),
+                np.asarray(reward, np.float32),
+                np.asarray(terminated, bool),
+                np.asarray(truncated, bool) & ~np.asarray(terminated, bool),
+                self._snapshot(batch),
+            )
 
     def _obs(self, obs: Any) -> np.ndarray:
         return np.asarray(obs, self._observation_space.dtype)
@@ -232,4 +315,4 @@ def _unbatched(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-__all__ = ["MAX_BATCHES", "HostBatch", "HostEnv", "HostEnvVmapError", "HostState"]
+__all__ = ["MAX_BATCHES", "HostBatch", "HostEnv", "HostEnvError", "HostEnvVmapError", "HostState"]

@@ -32,8 +32,10 @@ class NumpyChain:
     def observe(self) -> np.ndarray:
         return np.eye(self.length, dtype=np.float32)[self.cell]
 
-    def reset(self, seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        # Every episode starts in cell 0 (the seeds are not needed by this deterministic chain).
+    def reset(self, seeds: np.ndarray, mask: np.ndarray, tasks: object = None) -> np.ndarray:
+        """Start over in cell 0 where ``mask [N]``; return every one-hot cell ``[N, length]`` float32.
+
+        The chain is deterministic and has a single task: ``seeds`` and ``tasks`` are ignored."""
         self.cell = np.where(mask, 0, self.cell).astype(np.int32)
         self.time = np.where(mask, 0, self.time).astype(np.int32)
         return self.observe()

@@ -208,7 +208,11 @@ def make_env_setup(cfg: Any, num_train_tasks: int, num_test_tasks: int) -> EnvSe
     held-out set is drawn (``train_tasks`` is None)."""
     env, params = make_env(cfg.env)
     if num_train_tasks == 0:
-        test_tasks = envs_jax.tasks.task_set(env, seeding.task_key(cfg.task_seed), num_test_tasks, params)
+        key, held_out = seeding.task_key(cfg.task_seed), envs_jax.entry(cfg.env.id).held_out
+        if held_out is not None:  # an env whose held-out tasks are not its training distribution's
+            test_tasks = held_out(env, params, key, num_test_tasks)
+        else:
+            test_tasks = envs_jax.tasks.task_set(env, key, num_test_tasks, params)
         return EnvSetup(env, params, None, test_tasks)
     settings = env_settings(cfg.env)
     train_tasks, test_tasks = envs_jax.make_task_sets(
