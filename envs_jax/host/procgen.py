@@ -572,18 +572,18 @@ def check_settings(values: Mapping[str, Any]) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     train, test = _ranges_text(values)
-    for first, count, text in (
-        (values["train_levels"], values["num_train_levels"], train),
-        (values["test_levels"], values["num_test_levels"], test),
+    for name, first, count, text in (
+        ("train_levels", values["train_levels"], values["num_train_levels"], train),
+        ("test_levels", values["test_levels"], values["num_test_levels"], test),
     ):
         if first + count - 1 > MAX_LEVEL:
-            raise ValueError(f"the level range {text} runs past the largest level seed {MAX_LEVEL}")
+            raise ValueError(f"{name}: the level range {text} runs past the largest level seed {MAX_LEVEL}")
     train_end = values["train_levels"] + values["num_train_levels"]
     test_end = values["test_levels"] + values["num_test_levels"]
     if values["train_levels"] < test_end and values["test_levels"] < train_end:
         raise ValueError(
-            f"the training levels {train} and the held-out levels {test} overlap: held-out levels must "
-            "never be trained on (move test_levels past the training range)"
+            f"test_levels: the training levels {train} and the held-out levels {test} overlap: held-out "
+            "levels must never be trained on (move test_levels past the training range)"
         )
 
 
