@@ -90,6 +90,12 @@ class Config:
     clip_value: bool = param(True, "clip the value loss around the old values by clip_eps")
     ent_coef: float = param(0.01, "weight of the entropy bonus", min=0.0)
     vf_coef: float = param(0.5, "weight of the value loss (0.5 x MSE)", min=0.0)
+    reward_scale: float = param(
+        1.0,
+        "rewards times this for the critic and the advantages (returns near 1 suit PPO's value clip)",
+        min=0.0,
+        min_exclusive=True,
+    )
     max_grad_norm: float = param(0.5, "clip gradients to this global norm", min=0.0, min_exclusive=True)
     normalize_advantages: bool = param(True, "normalise advantages within each minibatch")
     num_train_tasks: int = param(
@@ -278,7 +284,11 @@ def make_parts(cfg: Any) -> Parts:
         inputs = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), trial_inputs(data, num_actions))
         actions, rewards = data.action.T, data.reward.T
         dist, values = replay(network, state.params, inputs)
-        advantages, targets = trial_advantages(rewards, values, algo_cfg.gamma, algo_cfg.gae_lambda)
+        # The critic learns the scaled return: PPO's value clipping (clip_eps) is absolute, and a trial's
+        # return of ~60 would let the value move by 0.2 an update; the policy sees normalised advantages.
+        advantages, targets = trial_advantages(
+            algo_cfg.reward_scale * rewards, values, algo_cfg.gamma, algo_cfg.gae_lambda
+        )
         ppo_batch = ppo.Batch(
             obs=inputs,
             first=jnp.zeros(rewards.shape, bool),
