@@ -119,8 +119,12 @@ class HostEnv:
         self._action_space = action_space
         self._params = params
         self.snapshot_size = snapshot_size
-        self._sample_task = sample_task
-        self._is_valid_task = is_valid_task
+        # The task interface exists only when given, so ``hasattr(env, "sample_task")`` (how methods
+        # and ``envs_jax.tasks`` ask whether an env has tasks) tells the truth.
+        if sample_task is not None:
+            self.sample_task = sample_task
+        if is_valid_task is not None:
+            self.is_valid_task = is_valid_task
         self._batches: OrderedDict[int, HostBatch] = OrderedDict()
         self._steps: dict[int, int] = {}  # steps taken by each host batch (for error messages)
         self._handles = itertools.count(1)
@@ -144,19 +148,6 @@ class HostEnv:
 
     def action_space(self, params: Any = None) -> Any:
         return self._action_space
-
-    # ------------------------------------------------------------------ the task interface
-    def sample_task(self, key: jax.Array, params: Any) -> Any:
-        """One task drawn with ``key`` (pure JAX; ``envs_jax.tasks`` vmaps it over keys)."""
-        if self._sample_task is None:
-            raise NotImplementedError(f"the host environment {self._name} has no task distribution")
-        return self._sample_task(key, params)
-
-    def is_valid_task(self, task: Any, params: Any) -> jax.Array:
-        """Whether ``task`` may be used (redrawn otherwise); every task is valid unless the env says."""
-        if self._is_valid_task is None:
-            return jnp.ones((), bool)
-        return jnp.asarray(self._is_valid_task(task, params), bool)
 
     # ------------------------------------------------------------------ the batched interface
     def reset(self, keys: jax.Array, params: Any, tasks: Any = None) -> tuple[Any, HostState]:
