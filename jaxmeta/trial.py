@@ -146,7 +146,9 @@ def run_trials(
       max_episodes: size of the per-episode arrays (default ``num_steps``);
         episodes beyond it still run but are not counted.
       record_fn: ``env_state -> pytree`` recorded per step before acting
-        (e.g. ``lambda s: env.expert_action(s, env_params)``).
+        (e.g. ``lambda s: env.expert_action(s, env_params)``): one env's
+        state for a pure-JAX env (vmapped here), the whole batch's state for
+        a host env (its ``expert_action`` labels the batch; leading axis ``B``).
       params_per_trial: ``policy_params`` has a leading ``[B]`` axis, one
         set of parameters per trial (e.g. per-task finetuned copies);
         otherwise all trials share them.
@@ -263,6 +265,11 @@ def _run_batch(
         key=keys,
     )
     act = jax.vmap(policy_fn, in_axes=(0 if params_per_trial else None, 0, 0, None, 0))
+    # A pure-JAX batch's state is per env (vmap the recorder); a host batch's state is the batch's own
+    # (a handle and [B, ...] snapshots): its recorder labels the whole batch at once.
+    record_batch = record_fn
+    if record_fn is not None and getattr(batch_env, "vmappable", True):
+        record_batch = jax.vmap(record_fn)
 
     def _env_step(carry: _Carry, _: None) -> tuple[_Carry, TrialData]:
         key, policy_key, step_key, task_key, reset_key = split(carry.key, 5)
@@ -274,7 +281,7 @@ def _run_batch(
             episode_index=carry.episode_index,
             task_id=carry.task_id,
         )
-        extras = None if record_fn is None else jax.vmap(record_fn)(carry.env_state)
+        extras = None if record_batch is None else record_batch(carry.env_state)
         action, policy_carry = act(policy_params, inputs, carry.policy_carry, memory, policy_key)
         action = jnp.asarray(action, action_dtype)
         if action.shape != (num_trials, *action_shape):

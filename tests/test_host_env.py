@@ -178,6 +178,47 @@ def test_snapshots_restore_the_host_state():
     np.testing.assert_array_equal(other.step(np.array([1, 0]))[0], chain.step(np.array([1, 0]))[0])
 
 
+def test_evicted_host_batches_are_reused_by_new_batches_of_their_size_and_start_afresh():
+    from envs_jax.host import HostEnv
+    from envs_jax.host.adapter import MAX_BATCHES, MAX_SPARES
+    from envs_jax.host.toy import ChainParams
+
+    built = []
+
+    def make_batch(num_envs):
+        built.append(num_envs)
+        return NumpyChain(num_envs, LENGTH, MAX_STEPS)
+
+    spaces_env = envs_jax.make("NumpyChain-host-v0", length=LENGTH)[0]
+    env = HostEnv(
+        "Chain",
+        make_batch,
+        spaces_env.observation_space(),
+        spaces_env.action_space(),
+        ChainParams(LENGTH, MAX_STEPS),
+    )
+    params = env.default_params
+
+    @jax.jit
+    def walk_right(key):  # a new host batch each call (handle 0), two steps right
+        obs, state = env.reset(jax.random.split(key, 2), params)
+        for _ in range(2):
+            obs, state, *_ = env.step(jax.random.split(key, 2), state, jnp.ones(2, jnp.int32), params)
+        return obs
+
+    calls = MAX_BATCHES + 3
+    observations = [np.asarray(walk_right(jax.random.PRNGKey(i))) for i in range(calls)]
+    # Every call saw a batch that started afresh, reused or not (reference: a new NumpyChain by hand).
+    reference = NumpyChain(2, LENGTH, MAX_STEPS)
+    reference.reset(np.zeros(2, np.uint32), np.ones(2, bool))
+    for _ in range(2):
+        expected = reference.step(np.ones(2, np.int32))[0]
+    for obs in observations:
+        np.testing.assert_array_equal(obs, expected)
+    # The first MAX_BATCHES + 1 calls built batches; after that, each new batch is an evicted one.
+    assert len(built) == MAX_BATCHES + 1 and MAX_SPARES >= 1
+
+
 # ----------------------------------------------------------------------------- the runner's path
 PPO_ON_HOST = [
     "algo.name=ppo",

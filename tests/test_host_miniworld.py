@@ -302,3 +302,77 @@ def test_pyglet_with_a_window_system_and_no_display_is_one_clear_error(monkeypat
     with pytest.raises(RuntimeError, match=r"headless.*no DISPLAY") as error:
         mr.require_miniworld()
     assert "\n" not in str(error.value)
+
+
+def test_trials_on_the_room_record_the_experts_labels_for_the_whole_batch(env, layouts):
+    """``run_trials`` hands a host env's recorder the batch's state: the labels equal the expert's
+    on a RoomBatch stepped by hand with the same actions (always forward)."""
+    from jaxmeta.trial import run_trials
+
+    params, steps = env.default_params, 6
+    tasks = jax.tree.map(jnp.asarray, rows(layouts, 0, NUM_ENVS))
+    forward = lambda p, inputs, carry, memory, key: (jnp.int32(mr.FORWARD), carry)  # noqa: E731
+    data, _, _ = jax.jit(
+        lambda key: run_trials(
+            env,
+            params,
+            forward,
+            None,
+            jnp.zeros(()),
+            tasks,
+            jnp.arange(NUM_ENVS),
+            key,
+            steps,
+            record_fn=lambda state: env.expert_action(state, params),
+        )
+    )(jax.random.key(3))
+    assert data.extras.shape == (NUM_ENVS, steps)
+    by_hand = mr.RoomBatch(NUM_ENVS)
+    reset_all(by_hand, rows(layouts, 0, NUM_ENVS))
+    for t in range(steps):
+        np.testing.assert_array_equal(data.extras[:, t], LABEL(jnp.asarray(by_hand.get_state())))
+        _, reward, terminated, truncated = by_hand.step(np.full(NUM_ENVS, mr.FORWARD))
+        np.testing.assert_array_equal(data.reward[:, t], reward)
+        done = terminated | truncated
+        if done.any():  # a box touched: the trial starts the task again, as the batch by hand does
+            by_hand.reset(np.zeros(NUM_ENVS, np.uint32), done, rows(layouts, 0, NUM_ENVS))
+
+
+def test_the_memory_agent_on_the_room_is_a_valid_config_and_its_gif_shows_what_the_agent_saw(tmp_path):
+    import imageio.v2 as imageio
+
+    from jaxmeta import config
+    from jaxmeta.algos import failure_replay
+
+    cfg = config.load(
+        None,
+        [
+            "algo.name=failure_replay",
+            "env.id=MiniworldThreeBoxes-v0",
+            "env.obs_height=12",
+            "env.obs_width=16",
+            "env.max_steps=4",
+            "algo.features=8",
+            "algo.num_heads=2",
+            "algo.hidden=16",
+            "algo.conv_channels=[4]",
+            "algo.num_train_tasks=4",
+            "algo.num_test_tasks=2",
+            "algo.eval.num_tasks=2",
+            "algo.eval.episodes=2",
+        ],
+    )  # a host env has no reset_to_task: its batch takes the tasks at reset
+    parts = failure_replay.make_parts(cfg)
+    state = jax.jit(parts.algo.init)(jax.random.key(0))
+    env, params = parts.setup.env, parts.setup.params
+    task = jax.tree.map(lambda x: x[:1], parts.setup.test_tasks)
+    path = failure_replay.animate_trial(
+        parts.network, env, params, state.params, task, 2, 8, tmp_path / "trial.gif"
+    )
+    frames = imageio.mimread(path)
+    # The first frame is the start of the layout as the room shows it, enlarged 10x (12 rows -> 120).
+    by_hand = mr.RoomBatch(1, (12, 16), 4)
+    start = by_hand.reset(np.zeros(1, np.uint32), np.ones(1, bool), jax.tree.map(np.asarray, task))[0]
+    shown = frames[0][18 : 18 + 120, :160]  # below the caption
+    np.testing.assert_allclose(shown[::10, ::10].astype(int), start.astype(int), atol=12)  # GIF palette
+    assert len(frames) >= 2 * (1 + 3)  # two episodes, each at least one step and its held ending

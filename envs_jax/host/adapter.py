@@ -11,7 +11,10 @@ The host side is a :class:`HostBatch`: ``num_envs`` environments stepped
 together with numpy arrays. A batch is created by the first ``reset`` of a
 JAX-side batch and named by a handle in the JAX state, so a train state's
 rollout environments and an evaluation's fresh ones are different host
-batches. The adapter keeps the :data:`MAX_BATCHES` most recently used batches.
+batches. The adapter keeps the :data:`MAX_BATCHES` most recently used batches;
+an evicted one is kept (up to :data:`MAX_SPARES` per size) and reused, fully
+reset, by the next new batch of its size, so trials that start a new batch
+every update do not build their host environments every update.
 
 **Not vmappable.** The host batch is one object; ``vmap`` over a host env
 (e.g. over seeds) would call the host once per element at best. The adapter
@@ -54,6 +57,7 @@ from flax import struct
 from jax.experimental import io_callback
 
 MAX_BATCHES = 8
+MAX_SPARES = 2  # evicted host batches kept per batch size for reuse
 
 
 class HostEnvVmapError(ValueError):
@@ -126,6 +130,9 @@ class HostEnv:
         if is_valid_task is not None:
             self.is_valid_task = is_valid_task
         self._batches: OrderedDict[int, HostBatch] = OrderedDict()
+        # Evicted batches by size, for the next new batch of that size (a trial per update would
+        # otherwise build its environments, e.g. OpenGL contexts, anew every update).
+        self._spare: dict[int, list[HostBatch]] = {}
         self._steps: dict[int, int] = {}  # steps taken by each host batch (for error messages)
         self._handles = itertools.count(1)
         self._lock = threading.Lock()
@@ -220,12 +227,16 @@ class HostEnv:
             fresh = batch is None
             if fresh:
                 handle = next(self._handles)
-                batch = self._make_batch(num_envs)
+                spare = self._spare.get(num_envs)
+                batch = spare.pop() if spare else self._make_batch(num_envs)
                 self._batches[handle] = batch
                 self._steps[handle] = 0
                 while len(self._batches) > MAX_BATCHES:
-                    old, _ = self._batches.popitem(last=False)
+                    old, evicted = self._batches.popitem(last=False)
                     self._steps.pop(old, None)
+                    spares = self._spare.setdefault(evicted.num_envs, [])
+                    if len(spares) < MAX_SPARES:
+                        spares.append(evicted)
             self._batches.move_to_end(handle)
         return handle, batch, fresh
 
@@ -306,4 +317,12 @@ def _unbatched(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-__all__ = ["MAX_BATCHES", "HostBatch", "HostEnv", "HostEnvError", "HostEnvVmapError", "HostState"]
+__all__ = [
+    "MAX_BATCHES",
+    "MAX_SPARES",
+    "HostBatch",
+    "HostEnv",
+    "HostEnvError",
+    "HostEnvVmapError",
+    "HostState",
+]

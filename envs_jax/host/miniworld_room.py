@@ -512,6 +512,10 @@ def require_miniworld() -> Any:
         import pyglet
     except ModuleNotFoundError:
         raise ModuleNotFoundError(f"{ENV_ID} needs miniworld: {INSTALL_HINT}") from None
+    if "pyglet.gl" not in sys.modules:
+        # pyglet checks glGetError after every GL call (~130 per step in immediate mode): a quarter of
+        # a step's time. The room's drawing is fixed code, so the checks find nothing to report.
+        pyglet.options["debug_gl"] = False
     if "pyglet.window" not in sys.modules:
         pyglet.options["headless"] = True
     elif not pyglet.options["headless"] and not os.environ.get("DISPLAY"):

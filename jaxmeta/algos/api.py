@@ -171,10 +171,13 @@ def check_binary_obs(cfg: Any) -> None:
 
 
 def require_task_interface(cfg: Any, expert: bool = False) -> None:
-    """A ``ConfigError`` unless the configured environment has tasks (``sample_task``, ``reset_to_task``)
-    and, with ``expert``, an ``expert_action`` to imitate."""
+    """A ``ConfigError`` unless the configured environment has tasks and, with ``expert``, an
+    ``expert_action`` to imitate. A pure-JAX env needs ``sample_task`` and ``reset_to_task``; a host env
+    (``envs_jax.host``: it steps its own batch) needs ``sample_task`` only, since its batch takes the
+    tasks at reset."""
     env, _ = make_env(cfg.env)
-    needed = ("sample_task", "reset_to_task", "expert_action") if expert else ("sample_task", "reset_to_task")
+    needed = ("sample_task",) if getattr(env, "batched", False) else ("sample_task", "reset_to_task")
+    needed += ("expert_action",) if expert else ()
     missing = [name for name in needed if not hasattr(env, name)]
     if missing:
         raise ConfigError(

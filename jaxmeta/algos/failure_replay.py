@@ -335,6 +335,18 @@ def evaluation_trials(
     )
 
 
+def is_image_space(space: Any) -> bool:
+    """Whether observations of ``space`` are RGB pictures (uint8 ``[H, W, 3]``) a GIF can show."""
+    shape = tuple(getattr(space, "shape", ()))
+    return len(shape) == 3 and shape[-1] == 3 and jnp.dtype(getattr(space, "dtype", jnp.float32)) == jnp.uint8
+
+
+def enlarged(frame: np.ndarray, height: int = 120) -> np.ndarray:
+    """``frame`` repeated pixel by pixel to at least ``height`` rows (a 30 x 40 view is too small to see)."""
+    scale = max(1, -(-height // frame.shape[0]))
+    return np.repeat(np.repeat(frame, scale, axis=0), scale, axis=1)
+
+
 def trial_frames(
     network: FailureMemoryPolicy,
     env: Any,
@@ -347,18 +359,23 @@ def trial_frames(
     key: jax.Array | None = None,
 ) -> tuple[list[np.ndarray], list[str]]:
     """Pictures of the test protocol on one held-out ``task`` (stacked, ``[1, ...]``): every step of
-    every episode drawn with ``env.render``, captioned with the episode, the step and how many
-    failures the bank held; the end of each episode is held for three frames. The last frame of an
-    episode re-steps its final action from the state before it (exact for a deterministic
-    environment such as Gridworld)."""
+    every episode, captioned with the episode, the step and how many failures the bank held; the end
+    of each episode is held for three frames. A pure-JAX env is drawn with ``env.render`` (the last
+    frame of an episode re-steps its final action from the state before it: exact for a deterministic
+    environment such as Gridworld); an env without ``render`` whose observations are RGB pictures (a
+    host env's first-person view) is shown as the agent saw it, ending on the observation the last
+    action led to."""
     key = jax.random.PRNGKey(0) if key is None else key
+    drawn = hasattr(env, "render")
+    record = (lambda s: s) if drawn else None
     out = jax.jit(
         lambda params, key: evaluation_trials(
-            network, env, env_params, params, task, key, num_episodes, capacity, greedy, True, lambda s: s
+            network, env, env_params, params, task, key, num_episodes, capacity, greedy, True, record
         )
     )(params, key)
-    render = jax.jit(lambda state: env.render(state, env_params))
-    last_state = jax.jit(lambda state, action: env.step_env(key, state, action, env_params)[1])
+    if drawn:
+        render = jax.jit(lambda state: env.render(state, env_params))
+        last_state = jax.jit(lambda state, action: env.step_env(key, state, action, env_params)[1])
     frames, captions = [], []
     for k in range(num_episodes):
         one = jax.tree.map(lambda x, k=k: x[k, 0], out.data)
@@ -366,10 +383,16 @@ def trial_frames(
         held = int(failure_bank.size(jax.tree.map(lambda x, k=k: x[k], out.observed))[0])
         prefix = f"episode {k + 1}/{num_episodes}, bank: {held} failure{'s' if held != 1 else ''}"
         for t in range(steps):
-            frames.append(np.asarray(render(jax.tree.map(lambda x, t=t: x[t], one.extras))))
+            if drawn:
+                frames.append(np.asarray(render(jax.tree.map(lambda x, t=t: x[t], one.extras))))
+            else:
+                frames.append(enlarged(np.asarray(one.obs[t])))
             captions.append(f"{prefix}, step {t}")
-        before_last = jax.tree.map(lambda x, i=steps - 1: x[i], one.extras)
-        final = np.asarray(render(last_state(before_last, one.action[steps - 1])))
+        if drawn:
+            before_last = jax.tree.map(lambda x, i=steps - 1: x[i], one.extras)
+            final = np.asarray(render(last_state(before_last, one.action[steps - 1])))
+        else:
+            final = enlarged(np.asarray(one.next_obs[steps - 1]))
         outcome = float(out.returns[k, 0])
         ending = "goal, +1" if outcome > 0 else ("trap, -1" if outcome < 0 else "time limit, 0")
         frames += [final] * 3  # linger on how the episode ended
@@ -389,10 +412,11 @@ def animate_trial(
     greedy: bool = False,
     key: jax.Array | None = None,
 ) -> Any:
-    """:func:`trial_frames` as a GIF at ``path``; None when the environment cannot render."""
+    """:func:`trial_frames` as a GIF at ``path``; None when the environment neither renders nor
+    observes RGB pictures."""
     from jaxmeta import plots
 
-    if not hasattr(env, "render"):
+    if not (hasattr(env, "render") or is_image_space(env.observation_space(env_params))):
         return None
     frames, captions = trial_frames(
         network, env, env_params, params, task, num_episodes, capacity, greedy, key
