@@ -376,3 +376,10 @@ def test_the_memory_agent_on_the_room_is_a_valid_config_and_its_gif_shows_what_t
     shown = frames[0][18 : 18 + 120, :160]  # below the caption
     np.testing.assert_allclose(shown[::10, ::10].astype(int), start.astype(int), atol=12)  # GIF palette
     assert len(frames) >= 2 * (1 + 3)  # two episodes, each at least one step and its held ending
+
+
+def test_the_rooms_references_are_the_three_box_searchers_closed_form(env):
+    # Episode j of the searcher ends on the goal with probability j/3 (one untried box per episode).
+    refs = env.episode_references(env.default_params, None, 5, None)
+    np.testing.assert_allclose(refs["Bayes-optimal"], [1 / 3 - 2 / 3, 2 / 3 - 1 / 3, 1, 1, 1])
+    np.testing.assert_allclose(refs["memoryless optimum"], [-1 / 3] * 5)

@@ -97,6 +97,10 @@ class HostEnv:
     ``make_batch(num_envs) -> HostBatch`` builds the host environments;
     ``observation_space``/``action_space`` are gymnax spaces of ONE env;
     ``snapshot_size`` is the bytes per env of ``get_state`` (0: no snapshots).
+    ``max_batches``: host batches kept alive (:data:`MAX_BATCHES`); an env
+    whose batches are heavy (an OpenGL context per env) and that snapshots
+    exactly may keep fewer: a state naming an evicted batch continues from
+    its snapshot in a new one.
     ``sample_task(key, params) -> task`` (pure JAX, one task) and
     ``is_valid_task(task, params) -> bool`` give the env the task interface
     of ``envs_jax.tasks`` (task sets are drawn in JAX, then handed to the
@@ -116,6 +120,7 @@ class HostEnv:
         snapshot_size: int = 0,
         sample_task: Callable[[jax.Array, Any], Any] | None = None,
         is_valid_task: Callable[[Any, Any], Any] | None = None,
+        max_batches: int = MAX_BATCHES,
     ) -> None:
         self._name = name
         self._make_batch = make_batch
@@ -123,6 +128,7 @@ class HostEnv:
         self._action_space = action_space
         self._params = params
         self.snapshot_size = snapshot_size
+        self.max_batches = int(max_batches)
         # The task interface exists only when given, so ``hasattr(env, "sample_task")`` (how methods
         # and ``envs_jax.tasks`` ask whether an env has tasks) tells the truth.
         if sample_task is not None:
@@ -231,7 +237,7 @@ class HostEnv:
                 batch = spare.pop() if spare else self._make_batch(num_envs)
                 self._batches[handle] = batch
                 self._steps[handle] = 0
-                while len(self._batches) > MAX_BATCHES:
+                while len(self._batches) > self.max_batches:
                     old, evicted = self._batches.popitem(last=False)
                     self._steps.pop(old, None)
                     spares = self._spare.setdefault(evicted.num_envs, [])

@@ -512,6 +512,9 @@ def require_miniworld() -> Any:
         import pyglet
     except ModuleNotFoundError:
         raise ModuleNotFoundError(f"{ENV_ID} needs miniworld: {INSTALL_HINT}") from None
+    # Mesa's software rasteriser (llvmpipe) splits each frame over worker threads; frames of a few
+    # thousand pixels draw faster on the calling thread (~15% per step here). Read at context creation.
+    os.environ.setdefault("LP_NUM_THREADS", "0")
     if "pyglet.gl" not in sys.modules:
         # pyglet checks glGetError after every GL call (~130 per step in immediate mode): a quarter of
         # a step's time. The room's drawing is fixed code, so the checks find nothing to report.
@@ -851,9 +854,28 @@ def make_miniworld_room(
         snapshot_size=SNAPSHOT_SIZE,
         sample_task=sample_layout,
         is_valid_task=is_valid_task,
+        # A room holds an OpenGL context (~7-14 MB with Mesa): trials and evaluations start a batch
+        # per call, and one at a time is in use; exact snapshots restore any evicted one.
+        max_batches=2,
     )
     env.expert_action = lambda state, params=None: snapshot_expert_action(state.snapshot)
+    env.episode_references = episode_references
     return env
+
+
+def episode_references(params: Any, tasks: Any, num_episodes: int, key: Any) -> dict[str, np.ndarray]:
+    """Reference returns per episode of a trial in the room (``jaxmeta.reports`` shows them beside
+    the agent's): the Bayes-optimal searcher, which tries one untried box per episode until it has
+    found the goal (Gridworld's :func:`envs_jax.gridworld.optimal_returns` with three blocks: the
+    argument only needs every box reachable and the goal's colour uniform and unseen), and the best
+    memoryless agent that ends every episode on a box, ``(2 - 3) / 3``."""
+    from envs_jax.gridworld import optimal_returns
+
+    del params, tasks, key  # the same for every layout
+    return {
+        "Bayes-optimal": optimal_returns(NUM_BOXES, num_episodes),
+        "memoryless optimum": np.full(num_episodes, (2 - NUM_BOXES) / NUM_BOXES),
+    }
 
 
 def _build(obs_height: int, obs_width: int, max_steps: int) -> Any:
@@ -900,6 +922,7 @@ __all__ = [
     "RoomParams",
     "RoomTask",
     "decode_snapshot",
+    "episode_references",
     "expert_action",
     "is_valid_task",
     "make_miniworld_room",

@@ -1,0 +1,254 @@
+"""The host environments' results (Chen & Agrawal 2020, sections 3.2 and 3.3): tables, figures, a GIF.
+
+Each method is one config in ``configs/`` trained with
+``python -m jaxmeta.train config=configs/NAME.yaml`` into ``runs/NAME``. This
+script reads the runs that exist (live or archived records, see
+``benchmarks/_common.py``) and the measurements in ``benchmarks/results/``
+(``host_overhead.json`` from ``benchmarks/host_overhead.py``,
+``procgen_expert.json`` from ``benchmarks/procgen_expert.py``) and writes:
+
+* ``docs/host_envs.md``: per method, the held-out return of each episode of
+  the 5-episode protocol (mean +- std over seeds), the total, the success rate,
+  seeds and wall time, beside the references (Bayes-optimal searcher,
+  memoryless optimum, the goal-knowing expert); the scale used next to the
+  paper's; the callback overhead; the Procgen expert;
+* ``docs/figures/miniworld_episodes.png`` (return per episode index, the
+  paper's Fig. 4a) and ``docs/figures/miniworld_curves.png`` (held-out total
+  during training);
+* ``docs/figures/miniworld_memory_trial.gif``: one held-out trial of the
+  trained memory agent, as it saw the room (copied from the run's plots).
+
+    python benchmarks/host_table.py [--runs runs] [--out docs]
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:  # run as `python benchmarks/host_table.py`
+    sys.path.insert(0, str(_ROOT))
+
+from benchmarks import _common  # noqa: E402
+from jaxmeta.plots import read_metrics, seed_curve  # noqa: E402
+
+MINIWORLD = [
+    ("memory_miniworld", "Memory"),
+    ("memory_temporal_miniworld", "Memory + Temporal"),
+    ("snail_miniworld", "SNAIL"),
+    ("ppo_finetune_miniworld", "PPO finetune"),
+]
+EPISODES = 5
+RESULTS = _ROOT / "benchmarks" / "results"
+
+HEADER = """# Host environments: the memory agent in Miniworld and Procgen
+
+Written by `python benchmarks/host_table.py` from the run directories (`runs/`, or the run records in
+`benchmarks/results/runs/`) and the measurements in `benchmarks/results/`. Chen & Agrawal (2020) test
+the memory agent beyond Gridworld in a 3D Miniworld room (section 3.2, Fig. 4a) and on Procgen's
+CoinRun, Climber and Ninja (section 3.3, Fig. 4b-d); the paper shows plots only, so there are no
+published numbers to set beside ours. Both environments run on the host (Python) and are stepped from
+inside jitted trials through `jax.experimental.io_callback` (`envs_jax/host/`).
+
+"""
+
+MINIWORLD_TEXT = """## Miniworld: three boxes in a 4 m x 4 m room (paper section 3.2, Fig. 4a)
+
+The room of the paper: three boxes of different colours, one goal (+1) and two traps (-1); which colour
+is the goal varies between layouts and is never shown; actions forward 0.3 m, turn left or right
+18 degrees; a first-person RGB view (`MiniworldThreeBoxes-v0`, `envs_jax/host/miniworld_room.py`).
+Training labels come from the path-planning expert (`expert_action`: a distance field on a 10 cm grid
+and the farthest waypoint in sight; it touches the goal from every one of 9,584 valid layouts, in 10.9
+steps on average, at most 42). Evaluation: the paper's protocol on held-out layouts, 5 episodes of one
+layout, the failure bank empty at the start and the last frame of each failed episode added to it.
+
+**Scale.** Paper: its Gridworld settings are the only ones given (this repository's Fig. 2 configs: 1000
+training tasks, trials of 80 steps, 32 trials per update, 800 updates) at Miniworld's 60 x 80 view; kept
+as `configs/memory_miniworld_paper.yaml` for a GPU. Here (`configs/*_miniworld.yaml`): 30 x 40 views,
+16 trials of 80 steps per update, 400 updates (0.5M frames per seed), 1000 training layouts, 100
+held-out layouts, 3 seeds run one after another (the room steps on the host at ~1 ms per env step on
+this CPU, with OpenGL through EGL and Mesa's software rasteriser).
+
+"""
+
+
+def last_eval(run: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's per-episode return and success at its latest evaluation (mean +- std over the seeds
+    evaluated there), with the update; None before the first evaluation."""
+    rows = [line for line in run["lines"] if line["kind"] == "eval"]
+    if not rows:
+        return None
+    update = max(row["update"] for row in rows)
+    at = [row for row in rows if row["update"] == update]
+    returns = np.array([row["eval/episode_return"] for row in at], np.float64)
+    success = np.array([row["eval/episode_success"] for row in at], np.float64)
+    totals = returns.sum(1)
+    return {
+        "update": update,
+        "seeds": len(at),
+        "mean": returns.mean(0),
+        "std": returns.std(0),
+        "total": (totals.mean(), totals.std()),
+        "success": success.mean(0),
+    }
+
+
+def method_row(name: str, label: str, run: dict[str, Any] | None) -> str:
+    """A table row: the finished run's final evaluation, or an unfinished run's latest, marked."""
+    if run is None:
+        return f"| {label} (`configs/{name}.yaml`) | not run yet |  |  |  |  |"
+    ev = last_eval(run)
+    if ev is None:
+        return f"| {label} (`configs/{name}.yaml`) | no evaluation yet |  |  |  |  |"
+    num_updates = run["config"].get("num_updates")
+    episodes = " / ".join(f"{m:+.2f} ± {s:.2f}" for m, s in zip(ev["mean"], ev["std"], strict=True))
+    success = " / ".join(f"{100 * s:.0f}%" for s in ev["success"])
+    total = f"**{ev['total'][0]:+.2f} ± {ev['total'][1]:.2f}**"
+    if run["summary"] is None:
+        state = f"unfinished: update {ev['update']:,} of {num_updates:,}, {ev['seeds']} seed(s)"
+        wall = ""
+    else:
+        state = f"{ev['seeds']} seeds, {num_updates:,} updates"
+        wall = _common.run_wall_time(run["summary"])
+    return f"| {label} (`configs/{name}.yaml`) | {episodes} | {total} | {success} | {state} | {wall} |"
+
+
+def references_rows() -> list[str]:
+    """The room's references (``miniworld_room.episode_references``) and the goal-knowing expert."""
+    from envs_jax.host.miniworld_room import episode_references
+
+    refs = episode_references(None, None, EPISODES, None)
+    rows = []
+    for name, values in [*refs.items(), ("goal-knowing expert", np.ones(EPISODES))]:
+        per = " / ".join(f"{v:+.2f}" for v in values)
+        rows.append(f"| *{name}* | {per} | {float(np.sum(values)):+.2f} |  |  |  |")
+    return rows
+
+
+def miniworld_table(runs: Path) -> str:
+    lines = [
+        "| method (config) | return of episode 1 / 2 / 3 / 4 / 5, mean ± std over seeds | total "
+        "| success rate per episode | runs | wall time |",
+        "|---|---|---:|---|---|---|",
+        *references_rows(),
+    ]
+    for name, label in MINIWORLD:
+        lines.append(method_row(name, label, _common.load_run(runs, name)))
+    return "\n".join(lines)
+
+
+def miniworld_figures(runs: Path, out: Path) -> list[Path]:
+    """Return per episode index (Fig. 4a) and the held-out total during training."""
+    from envs_jax.host.miniworld_room import episode_references
+
+    fig, (ax_ep, ax_curve) = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(1, EPISODES + 1)
+    for i, (name, label) in enumerate(MINIWORLD):
+        run = _common.load_run(runs, name)
+        ev = None if run is None else last_eval(run)
+        if ev is None:
+            continue
+        unfinished = run["summary"] is None
+        tag = f" (unfinished, update {ev['update']})" if unfinished else f" ({ev['seeds']} seeds)"
+        style = "--" if unfinished else "-"
+        ax_ep.plot(x, ev["mean"], style, color=f"C{i}", marker="o", label=label + tag)
+        ax_ep.fill_between(x, ev["mean"] - ev["std"], ev["mean"] + ev["std"], color=f"C{i}", alpha=0.2, lw=0)
+        series = read_metrics(run["dir"] / "metrics.jsonl")["eval"].get("eval/total_return")
+        if series:
+            updates, mean, std = seed_curve(series)
+            ax_curve.plot(updates, mean, style, color=f"C{i}", label=label + tag)
+            ax_curve.fill_between(updates, mean - std, mean + std, color=f"C{i}", alpha=0.2, lw=0)
+    refs = episode_references(None, None, EPISODES, None)
+    ax_ep.plot(x, refs["Bayes-optimal"], "k--", marker=".", label="Bayes-optimal")
+    ax_ep.plot(x, refs["memoryless optimum"], "k:", label="memoryless optimum")
+    ax_ep.set(xticks=x, ylim=(-1.05, 1.05), xlabel="episode index (held-out layouts)", ylabel="average reward")
+    ax_ep.set_title("Miniworld room: return per episode (paper Fig. 4a)", fontsize=10)
+    ax_curve.set(xlabel="update", ylabel="held-out return, 5 episodes")
+    ax_curve.set_title("Miniworld room: held-out total during training", fontsize=10)
+    for ax in (ax_ep, ax_curve):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = out / "figures" / "miniworld_episodes.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def copy_gif(runs: Path, out: Path) -> Path | None:
+    """The trained memory agent's held-out trial GIF (written by the run) into ``docs/figures``."""
+    target = out / "figures" / "miniworld_memory_trial.gif"
+    for name in ("memory_temporal_miniworld", "memory_miniworld"):
+        gif = runs / name / "plots" / "held_out_trial.gif"
+        if gif.exists() and (runs / name / "summary.json").exists():
+            shutil.copyfile(gif, target)
+            return target
+    return target if target.exists() else None
+
+
+def overhead_section() -> str:
+    path = RESULTS / "host_overhead.json"
+    if not path.exists():
+        return "## The callbacks' cost\n\nNot measured yet: `python benchmarks/host_overhead.py`.\n"
+    data = json.loads(path.read_text())
+    lines = [
+        "## The callbacks' cost (issue target: the callback path <= 1.5x stepping the envs directly)",
+        "",
+        f"`{data['command']}`: {data['work']}. Medians of interleaved blocks.",
+        "",
+        "| environment | envs | direct, env steps/s | through the callbacks | ratio |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in data["results"]:
+        rate = r["env_steps_per_s"]
+        lines.append(
+            f"| {r['env']} | {r['num_envs']} | {rate['direct']:,.0f} | {rate['callback']:,.0f} "
+            f"| {r['ratio_callback_over_direct']:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def procgen_section() -> str:
+    path = RESULTS / "procgen_expert.json"
+    text = "## Procgen (paper section 3.3, Fig. 4b-d)\n\n"
+    if not path.exists():
+        return text + "The expert is not measured yet (`python benchmarks/procgen_expert.py`).\n"
+    data = json.loads(path.read_text())
+    return text + f"Expert measurements: `{data.get('command', 'python benchmarks/procgen_expert.py')}`\n\n" + (
+        "```json\n" + json.dumps(data.get("summary", data), indent=1)[:3000] + "\n```\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = _common.run_table_parser(__doc__.splitlines()[0])
+    args = parser.parse_args(argv)
+    runs, out = Path(args.runs), Path(args.out)
+    table = miniworld_table(runs)
+    figures = miniworld_figures(runs, out)
+    gif = copy_gif(runs, out)
+    body = [HEADER, MINIWORLD_TEXT, table, ""]
+    body.append("![return per episode and during training](figures/miniworld_episodes.png)\n")
+    if gif is not None:
+        body.append(f"![a held-out trial of the memory agent](figures/{gif.name})\n")
+    body += [overhead_section(), procgen_section()]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "host_envs.md").write_text("\n".join(body))
+    print(table)
+    print(f"wrote {out / 'host_envs.md'}, {', '.join(str(p) for p in figures)}")
+    return table
+
+
+if __name__ == "__main__":
+    main()
