@@ -7,9 +7,9 @@ ended:
 
 * ``direct``: a Python loop, ``batch.step(actions)`` then ``batch.reset(seeds, done, tasks)`` when some
   episode ended (numpy random actions);
-* ``callback``: one compiled ``lax.scan`` of ``HostEnv.step`` and ``HostEnv.reset_where`` (what a
-  jitted trial does: two ordered ``io_callback`` per step, the second one even when no env ended),
-  random actions from ``jax.random`` inside the scan.
+* ``callback``: one compiled ``lax.scan`` of ``envs_jax.vector.step_and_reset`` (what a jitted trial
+  or rollout does: for a host env, ONE ordered ``io_callback`` per step that steps the batch and resets
+  the envs whose episode ended), random actions from ``jax.random`` inside the scan.
 
 Reported per environment and batch size: env steps/s of each side (median over interleaved blocks of
 whole rollouts, rotated so that load changes hit both alike), the ratio of their seconds per rollout
@@ -42,6 +42,7 @@ if _ROOT not in sys.path:  # run as `python benchmarks/host_overhead.py`
     sys.path.insert(0, _ROOT)
 
 from benchmarks import _common  # noqa: E402
+from envs_jax.vector import step_and_reset  # noqa: E402
 
 DEFAULT_OUT = _common.RESULTS_DIR / "host_overhead.json"
 TARGET_RATIO = 1.5  # callback seconds / direct seconds, at most
@@ -84,12 +85,14 @@ def callback_rollout(env: Any, tasks: Any, num_envs: int, steps: int) -> Any:
             obs, state, total = carry
             action_key, env_key, again_key = jax.random.split(step_key, 3)
             actions = jax.random.randint(action_key, (num_envs,), 0, num_actions)
-            obs, state, reward, terminated, truncated, _ = env.step(
-                jax.random.split(env_key, num_envs), state, actions, params
-            )
-            done = terminated | truncated
-            obs, state = env.reset_where(
-                done, jax.random.split(again_key, num_envs), obs, state, params, tasks
+            _, obs, state, reward, _, _, _ = step_and_reset(
+                env,
+                jax.random.split(env_key, num_envs),
+                jax.random.split(again_key, num_envs),
+                state,
+                actions,
+                params,
+                tasks,
             )
             total = total + reward.sum() + obs[:, 0, 0, 0].astype(jnp.float32).sum()
             return (obs, state, total), None
@@ -173,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report = {
         "command": _common.command_line(__file__, sys.argv[1:] if argv is None else argv),
         "work": "random actions on each env's own task, resets where episodes ended; callback: a jitted "
-        "lax.scan of HostEnv.step + reset_where (two ordered io_callbacks per step)",
+        "lax.scan of envs_jax.vector.step_and_reset (one ordered io_callback per step: the step and the "
+        "resets of the envs whose episode ended)",
         "jax_version": jax.__version__,
         "target": f"callback / direct <= {TARGET_RATIO}",
         "results": results,

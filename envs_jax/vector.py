@@ -95,9 +95,36 @@ class VmapEnv:
         return jax.vmap(select_tree)(done, (reset_obs, reset_state), (obs, state))
 
 
+def step_and_reset(
+    batch_env: Any,
+    keys: jax.Array,
+    reset_keys: jax.Array,
+    state: Any,
+    action: jax.Array,
+    params: Any,
+    tasks: Any = None,
+) -> tuple[Any, Any, Any, jax.Array, jax.Array, jax.Array, dict[str, Any]]:
+    """One step of every env of a batch, then a new episode (of ``tasks[i]``) where it ended:
+    ``(next_obs, obs, state, reward, terminated, truncated, info)``, ``next_obs`` what the action led
+    to (the final observation when the episode ended), ``obs`` what the policy sees next.
+
+    ``step`` then ``reset_where``, unless the batch fuses them (``step_and_reset_where``): a host
+    batch does, so a step of a trial or rollout is one host callback, not two. ``tasks`` are used
+    only where an episode ended, so a caller may pass the next task of every env whether or not it
+    ends now.
+    """
+    fused = getattr(batch_env, "step_and_reset_where", None)
+    if fused is not None:
+        return fused(keys, reset_keys, state, action, params, tasks)
+    next_obs, next_state, reward, terminated, truncated, info = batch_env.step(keys, state, action, params)
+    done = jnp.logical_or(terminated, truncated)
+    obs, state = batch_env.reset_where(done, reset_keys, next_obs, next_state, params, tasks)
+    return next_obs, obs, state, reward, terminated, truncated, info
+
+
 def as_batched(env: Any) -> Any:
     """``env`` if it already steps a batch (a host environment, a :class:`VmapEnv`), else ``VmapEnv(env)``."""
     return env if getattr(env, "batched", False) else VmapEnv(env)
 
 
-__all__ = ["VmapEnv", "as_batched", "select_tree", "truncation"]
+__all__ = ["VmapEnv", "as_batched", "select_tree", "step_and_reset", "truncation"]

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from envs_jax.vector import as_batched
+from envs_jax.vector import as_batched, step_and_reset
 from jaxmeta.trial import action_spec
 
 RolloutPolicy = Callable[[Any, Any, jax.Array, Any, jax.Array], tuple[jax.Array, Any, Any]]
@@ -121,13 +121,12 @@ def rollout(
                 f"the policy returned actions of shape {action.shape}; expected {(num_envs, *action_shape)} "
                 "(one action of the env's action space per environment)"
             )
-        next_obs, next_state, reward, terminated, truncated, _ = batch_env.step(
-            env_keys, runner.state, action, env_params
+        next_obs, obs, state, reward, terminated, truncated, _ = step_and_reset(
+            batch_env, env_keys, reset_keys, runner.state, action, env_params
         )
         done = terminated | truncated
         episode_return = runner.episode_return + reward
         episode_length = runner.episode_length + 1
-        obs, state = batch_env.reset_where(done, reset_keys, next_obs, next_state, env_params)
         transition = Transition(
             obs=runner.obs,
             action=action,

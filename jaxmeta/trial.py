@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from envs_jax.tasks import num_tasks as count_tasks
-from envs_jax.vector import as_batched
+from envs_jax.vector import as_batched, step_and_reset
 
 RESET_MODES = ("same", "diff")
 
@@ -289,20 +289,17 @@ def _run_batch(
                 f"the policy returned actions of shape {action.shape[1:]}; the env's action space has "
                 f"shape {action_shape}"
             )
-        next_obs, next_state, reward, terminated, truncated, info = batch_env.step(
-            step_key, carry.env_state, action, env_params
+        # The task of each env's next episode, should this step end it (only those envs are reset).
+        if reset_mode == "diff":
+            drawn = jax.vmap(lambda k: jax.random.randint(k, (), 0, num_tasks, jnp.int32))(task_key)
+        else:
+            drawn = carry.task_id
+        next_obs, obs, state, reward, terminated, truncated, info = step_and_reset(
+            batch_env, step_key, reset_key, carry.env_state, action, env_params, task_at(drawn)
         )
         done = terminated | truncated
         success = info["success"] if "success" in info else jnp.logical_and(terminated, reward > 0)
-
-        if reset_mode == "diff":
-            drawn = jax.vmap(lambda k: jax.random.randint(k, (), 0, num_tasks, jnp.int32))(task_key)
-            next_task_id = jnp.where(done, drawn, carry.task_id)
-        else:
-            next_task_id = carry.task_id
-        obs, state = batch_env.reset_where(
-            done, reset_key, next_obs, next_state, env_params, task_at(next_task_id)
-        )
+        next_task_id = jnp.where(done, drawn, carry.task_id)
         new_carry = _Carry(
             env_state=state,
             obs=obs,

@@ -80,8 +80,10 @@ def test_only_the_environments_that_ended_are_reset():
     transitions = run(jax.random.PRNGKey(1))
     done = np.asarray(transitions.done)
     assert calls[0].all()  # the start
-    resets = np.array(calls[1:])  # one call per step, resetting exactly the envs that ended
-    np.testing.assert_array_equal(resets, done)
+    # A reset after each step where some episode ended, of exactly the envs that ended; none otherwise.
+    resets = np.array(calls[1:])
+    np.testing.assert_array_equal(resets, done[done.any(axis=1)])
+    assert done.any() and not done.all()
 
 
 def chain_env(name, batch_class):
@@ -176,6 +178,36 @@ def test_snapshots_restore_the_host_state():
     other.set_state(snapshot)
     np.testing.assert_array_equal(other.observe(), chain.observe())
     np.testing.assert_array_equal(other.step(np.array([1, 0]))[0], chain.step(np.array([1, 0]))[0])
+
+
+def test_the_fused_step_and_reset_is_one_host_call_and_equals_step_then_reset_where():
+    from envs_jax.vector import step_and_reset
+
+    env, params = envs_jax.make("NumpyChain-host-v0", length=LENGTH, max_steps=MAX_STEPS)
+    actions = jnp.array([[1, 1, 0], [1, 1, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1], [1, 1, 1]], jnp.int32)
+
+    def run(fused, key):
+        keys = jax.random.split(key, 3)
+        obs, state = env.reset(keys, params)
+        seen = []
+        for a in actions:
+            if fused:
+                next_obs, obs, state, reward, terminated, truncated, _ = step_and_reset(
+                    env, keys, keys, state, a, params
+                )
+            else:
+                next_obs, state, reward, terminated, truncated, _ = env.step(keys, state, a, params)
+                obs, state = env.reset_where(terminated | truncated, keys, next_obs, state, params)
+            seen.append((next_obs, obs, reward, terminated, truncated))
+        return seen
+
+    fused, separate = jax.jit(lambda k: run(True, k)), jax.jit(lambda k: run(False, k))
+    seen = fused(jax.random.key(0))
+    jax.tree.map(np.testing.assert_array_equal, seen, separate(jax.random.key(0)))
+    assert np.asarray([step[3] for step in seen]).any()  # episodes ended (and were reset) on the way
+    # One host call per step (plus the first reset) instead of two.
+    calls = [f.lower(jax.random.key(0)).as_text().count("callback") for f in (fused, separate)]
+    assert calls == [1 + len(actions), 1 + 2 * len(actions)]
 
 
 def test_evicted_host_batches_are_reused_by_new_batches_of_their_size_and_start_afresh():

@@ -6,6 +6,9 @@ rollouts and trials step it like a pure-JAX batch (``envs_jax.vector``): every
 ``reset``/``step``/``reset_where`` is one ``io_callback(..., ordered=True)``
 call for the whole batch, so the calls happen in program order and none is
 dropped (``pure_callback`` may be dropped when its result is unused).
+Trials and rollouts step through ``step_and_reset_where``: the step and the
+resets of the envs whose episodes ended in one call, since a callback's fixed
+cost is most of a small batch's step.
 
 The host side is a :class:`HostBatch`: ``num_envs`` environments stepped
 together with numpy arrays. A batch is created by the first ``reset`` of a
@@ -197,6 +200,41 @@ class HostEnv:
         )(state.handle, state.snapshot, action)
         return obs, HostState(handle, snapshot), reward, terminated, truncated, {}
 
+    def step_and_reset_where(
+        self,
+        keys: jax.Array,
+        reset_keys: jax.Array,
+        state: HostState,
+        action: jax.Array,
+        params: Any,
+        tasks: Any = None,
+    ) -> tuple[Any, Any, HostState, jax.Array, jax.Array, jax.Array, dict[str, Any]]:
+        """:meth:`step`, then new episodes (of ``tasks[i]``) where one ended, in ONE host call:
+        ``(next_obs, obs, state, reward, terminated, truncated, {})`` (``envs_jax.vector.step_and_reset``).
+        A callback's fixed cost (~0.5 ms here) is most of a small batch's step, so trials and
+        rollouts use this instead of two calls."""
+        del keys  # the host envs step deterministically given their state
+        num_envs = action.shape[0]
+        seeds = jax.vmap(lambda k: jax.random.bits(k, (), jnp.uint32))(reset_keys)
+        obs_struct = self._obs_struct(num_envs)
+        shapes = (
+            jax.ShapeDtypeStruct((), jnp.int32),
+            obs_struct,
+            obs_struct,
+            jax.ShapeDtypeStruct((num_envs,), jnp.float32),
+            jax.ShapeDtypeStruct((num_envs,), bool),
+            jax.ShapeDtypeStruct((num_envs,), bool),
+            jax.ShapeDtypeStruct((num_envs, self.snapshot_size), jnp.uint8),
+        )
+        args = (state.handle, state.snapshot, action, seeds)
+        if tasks is not None:
+            self._check_tasks(tasks, num_envs)
+            args = (*args, tasks)
+        handle, next_obs, obs, reward, terminated, truncated, snapshot = _unbatched(
+            self._name, lambda *a: io_callback(self._host_step_reset, shapes, *a, ordered=True)
+        )(*args)
+        return next_obs, obs, HostState(handle, snapshot), reward, terminated, truncated, {}
+
     # ------------------------------------------------------------------ host side
     def _reset(
         self, state: HostState, mask: jax.Array, keys: jax.Array, tasks: Any = None
@@ -210,17 +248,20 @@ class HostEnv:
         )
         args = (state.handle, state.snapshot, mask, seeds)
         if tasks is not None:  # no tasks: nothing is passed, and the host sees None
-            for leaf in jax.tree.leaves(tasks):
-                if jnp.shape(leaf)[:1] != (num_envs,):
-                    raise ValueError(
-                        f"{self._name}: every task leaf needs a leading axis of {num_envs} (one task per "
-                        f"env), got shape {jnp.shape(leaf)}"
-                    )
+            self._check_tasks(tasks, num_envs)
             args = (*args, tasks)
         handle, obs, snapshot = _unbatched(
             self._name, lambda *a: io_callback(self._host_reset, shapes, *a, ordered=True)
         )(*args)
         return obs, HostState(handle, snapshot)
+
+    def _check_tasks(self, tasks: Any, num_envs: int) -> None:
+        for leaf in jax.tree.leaves(tasks):
+            if jnp.shape(leaf)[:1] != (num_envs,):
+                raise ValueError(
+                    f"{self._name}: every task leaf needs a leading axis of {num_envs} (one task per "
+                    f"env), got shape {jnp.shape(leaf)}"
+                )
 
     def _obs_struct(self, num_envs: int) -> jax.ShapeDtypeStruct:
         space = self._observation_space
@@ -281,7 +322,9 @@ class HostEnv:
             obs = batch.reset(seeds, mask, tasks)
             return np.int32(handle), self._obs(obs), self._snapshot(batch)
 
-    def _host_step(self, handle: Any, snapshot: Any, actions: Any) -> tuple[Any, ...]:
+    def _stepped(self, handle: Any, snapshot: Any, actions: Any) -> tuple[Any, ...]:
+        """Step the batch ``handle`` names (restored from ``snapshot`` if it was evicted):
+        ``(handle, batch, obs, reward, terminated, truncated)`` as numpy, truncated without terminated."""
         actions = np.asarray(actions)
         handle = int(handle)
         with self._reraise("step", handle):
@@ -295,14 +338,26 @@ class HostEnv:
                     batch.reset(np.arange(num, dtype=np.uint32), np.ones(num, bool), None)
             obs, reward, terminated, truncated = batch.step(actions)
             self._steps[handle] = self._steps.get(handle, 0) + 1
-            return (
-                np.int32(handle),
-                self._obs(obs),
-                np.asarray(reward, np.float32),
-                np.asarray(terminated, bool),
-                np.asarray(truncated, bool) & ~np.asarray(terminated, bool),
-                self._snapshot(batch),
-            )
+        terminated = np.asarray(terminated, bool)
+        truncated = np.asarray(truncated, bool) & ~terminated
+        return handle, batch, self._obs(obs), np.asarray(reward, np.float32), terminated, truncated
+
+    def _host_step(self, handle: Any, snapshot: Any, actions: Any) -> tuple[Any, ...]:
+        handle, batch, obs, reward, terminated, truncated = self._stepped(handle, snapshot, actions)
+        with self._reraise("step", handle):
+            return np.int32(handle), obs, reward, terminated, truncated, self._snapshot(batch)
+
+    def _host_step_reset(
+        self, handle: Any, snapshot: Any, actions: Any, seeds: Any, tasks: Any = None
+    ) -> tuple[Any, ...]:
+        handle, batch, next_obs, reward, terminated, truncated = self._stepped(handle, snapshot, actions)
+        done = terminated | truncated
+        with self._reraise("reset", handle):
+            obs = next_obs
+            if done.any():
+                tasks = None if tasks is None else jax.tree.map(np.asarray, tasks)
+                obs = self._obs(batch.reset(np.asarray(seeds, np.uint32), done, tasks))
+            return np.int32(handle), next_obs, obs, reward, terminated, truncated, self._snapshot(batch)
 
     def _obs(self, obs: Any) -> np.ndarray:
         return np.asarray(obs, self._observation_space.dtype)
