@@ -171,7 +171,8 @@ def miniworld_figures(runs: Path, out: Path) -> list[Path]:
     refs = episode_references(None, None, EPISODES, None)
     ax_ep.plot(x, refs["Bayes-optimal"], "k--", marker=".", label="Bayes-optimal")
     ax_ep.plot(x, refs["memoryless optimum"], "k:", label="memoryless optimum")
-    ax_ep.set(xticks=x, ylim=(-1.05, 1.05), xlabel="episode index (held-out layouts)", ylabel="average reward")
+    ax_ep.set(xticks=x, ylim=(-1.05, 1.05), xlabel="episode index (held-out layouts)")
+    ax_ep.set_ylabel("average reward")
     ax_ep.set_title("Miniworld room: return per episode (paper Fig. 4a)", fontsize=10)
     ax_curve.set(xlabel="update", ylabel="held-out return, 5 episodes")
     ax_curve.set_title("Miniworld room: held-out total during training", fontsize=10)
@@ -226,9 +227,9 @@ def procgen_section() -> str:
     if not path.exists():
         return text + "The expert is not measured yet (`python benchmarks/procgen_expert.py`).\n"
     data = json.loads(path.read_text())
-    return text + f"Expert measurements: `{data.get('command', 'python benchmarks/procgen_expert.py')}`\n\n" + (
-        "```json\n" + json.dumps(data.get("summary", data), indent=1)[:3000] + "\n```\n"
-    )
+    command = data.get("command", "python benchmarks/procgen_expert.py")
+    summary = json.dumps(data.get("summary", data), indent=1)[:3000]
+    return text + f"Expert measurements: `{command}`\n\n```json\n{summary}\n```\n"
 
 
 def main(argv: list[str] | None = None) -> str:
