@@ -143,23 +143,41 @@ def test_expert_completes_a_level_that_holding_right_does_not(expert):
     assert done, f"the expert did not complete CoinRun level {EXPERT_LEVEL} in {steps} steps"
 
 
-def test_expert_action_from_jax_labels_the_live_batch():
+def test_trials_on_procgen_record_the_installed_experts_labels_of_the_live_batch():
+    """``make_procgen`` installs the expert; a jitted trial records its labels before each action,
+    equal to a fresh expert's labels of a batch stepped by hand with the same actions."""
     import jax
     import jax.numpy as jnp
 
     from envs_jax.host.procgen import make_procgen
+    from jaxmeta.trial import run_trials
 
     with contextlib.redirect_stderr(io.StringIO()):
-        env = make_procgen("coinrun")
-    env.expert_action = pe.make_expert_action(env)
-    params = env.default_params
-    _, state = env.reset(jax.random.split(jax.random.PRNGKey(0), 2), params, jnp.array([3, 8], jnp.int32))
-    labels = jax.jit(env.expert_action)(state, params)
-    host = env._batches[int(state.handle)]
+        env = make_procgen("coinrun", max_steps=50)
+    params, levels, steps = env.default_params, np.array([3, 8], np.int32), 3
+    right = lambda p, inputs, carry, memory, key: (jnp.int32(pe.RIGHT), carry)  # noqa: E731
+    data, _, _ = jax.jit(
+        lambda key: run_trials(
+            env,
+            params,
+            right,
+            None,
+            jnp.zeros(()),
+            jnp.asarray(levels),
+            jnp.arange(2),
+            key,
+            steps,
+            record_fn=lambda state: env.expert_action(state, params),
+        )
+    )(jax.random.PRNGKey(0))
+    assert data.extras.dtype == jnp.int32 and data.extras.shape == (2, steps)
+    by_hand = ProcgenBatch(2, "coinrun", "easy", 64, 50)
+    by_hand.reset(np.zeros(2, np.uint32), np.ones(2, bool), levels)
     reference = pe.SearchExpert("coinrun")
     try:
-        expected = reference.label(pe.batch_states(host))
+        for t in range(steps):
+            np.testing.assert_array_equal(data.extras[:, t], reference.label(pe.batch_states(by_hand)))
+            by_hand.step(np.full(2, pe.RIGHT, np.int32))
     finally:
         reference.close()
-    assert labels.dtype == jnp.int32 and labels.shape == (2,)
-    assert np.array_equal(np.asarray(labels), expected)
+        by_hand.close()

@@ -501,8 +501,10 @@ def make_procgen(
     steps/s). Without snapshots a resumed run restarts its envs, on training levels picked by
     seed until their next reset hands them their tasks again.
     ``sample_task`` draws a level from the training range; :func:`task_sets` gives the fixed
-    level sets. Builds one env at once to read procgen's time limit (and to fail early when
-    procgen is missing: ``ModuleNotFoundError`` naming the install command).
+    level sets. CoinRun, Ninja and Climber get ``expert_action`` (labels for behaviour cloning:
+    ``envs_jax.host.procgen_expert``'s search over saved states, built on first use). Builds one
+    env at once to read procgen's time limit (and to fail early when procgen is missing:
+    ``ModuleNotFoundError`` naming the install command).
     """
     from envs_jax.host.adapter import HostEnv
 
@@ -531,7 +533,7 @@ def make_procgen(
         test_levels=test_levels,
         num_test_levels=num_test_levels,
     )
-    return HostEnv(
+    env = HostEnv(
         name=f"Procgen-v0 ({game}, {distribution_mode})",
         make_batch=lambda num_envs: ProcgenBatch(
             num_envs,
@@ -548,6 +550,11 @@ def make_procgen(
         snapshot_size=snapshot_size(game) if snapshots else 0,
         sample_task=sample_level,
     )
+    from envs_jax.host import procgen_expert  # imports this module: here, not at the top
+
+    if game in procgen_expert.GAMES:  # the search expert, for the imitation methods' labels
+        procgen_expert.install_expert(env)
+    return env
 
 
 # ----------------------------------------------------------------------------- task sets and the registry

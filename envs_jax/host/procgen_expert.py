@@ -451,6 +451,19 @@ def make_expert_action(env: Any, expert: SearchExpert | None = None) -> Callable
     return expert_action
 
 
+def install_expert(env: Any) -> None:
+    """Give a ``make_procgen`` env ``env.expert_action`` (:func:`make_expert_action`), building the
+    search expert (its scratch procgen env) when a trial first asks for labels, not with the env."""
+    built: list[Callable[..., Any]] = []
+
+    def expert_action(state: Any, params: Any = None) -> Any:
+        if not built:
+            built.append(make_expert_action(env))
+        return built[0](state, params)
+
+    env.expert_action = expert_action
+
+
 def snapshot_states(snapshot: np.ndarray) -> list[bytes]:
     """The procgen states held by :class:`ProcgenBatch` snapshot rows ``uint8 [N, K]``."""
     rows = np.ascontiguousarray(snapshot, np.uint8)
@@ -475,6 +488,7 @@ __all__ = [
     "SearchExpert",
     "SearchStats",
     "batch_states",
+    "install_expert",
     "make_expert_action",
     "parse_state",
     "plan_scores",
