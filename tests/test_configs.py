@@ -43,6 +43,7 @@ def test_config_validates_and_names_its_run(path):
             "memory_x3_tasks6000",
             {"name", "run_dir", "algo.temporal"},
         ),
+        ("memory_temporal_miniworld", "memory_miniworld", {"name", "run_dir", "algo.temporal"}),
     ],
 )
 def test_ablation_changes_only_its_factor(name, base, changed):
