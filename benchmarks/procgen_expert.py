@@ -35,7 +35,7 @@ if _ROOT not in sys.path:  # run as `python benchmarks/procgen_expert.py`
 
 from benchmarks import _common  # noqa: E402
 from envs_jax.host import procgen_expert as pe  # noqa: E402
-from envs_jax.host.procgen import NUM_ACTIONS, _import_procgen  # noqa: E402
+from envs_jax.host.procgen import NUM_ACTIONS, level_env  # noqa: E402
 
 DEFAULT_OUT = _common.RESULTS_DIR / "procgen_expert.json"
 TEST_START = 200  # the held-out levels start here (make_procgen's default split)
@@ -44,22 +44,9 @@ JUMP_PROB = 0.2  # "RIGHT with random jumps": RIGHT-UP on this share of steps
 Policy = Callable[[Any, np.random.Generator], int]  # (procgen env, rng) -> action
 
 
-def make_level(game: str, level: int) -> Any:
-    return _import_procgen()(
-        num=1,
-        env_name=game,
-        num_levels=1,
-        start_level=level,
-        distribution_mode="easy",
-        render_mode=None,
-        rand_seed=0,
-        num_threads=0,
-    )
-
-
 def play(game: str, level: int, policy: Policy, max_steps: int | None) -> tuple[bool, int]:
     """One episode of ``level`` under ``policy``: (completed the level, steps taken)."""
-    env = make_level(game, level)
+    env = level_env(game, level)
     rng = np.random.default_rng(level)
     limit = max_steps or 10**9
     try:

@@ -21,22 +21,9 @@ except ModuleNotFoundError as err:  # pragma: no cover - depends on the install
     pytest.skip(f"procgen is not installed ({err})", allow_module_level=True)
 
 from envs_jax.host import procgen_expert as pe
-from envs_jax.host.procgen import ProcgenBatch, _import_procgen
+from envs_jax.host.procgen import ProcgenBatch, level_env
 
 EXPERT_LEVEL = 0  # a CoinRun level the expert completes and holding RIGHT does not (a wall stops it)
-
-
-def make_env(game, level):
-    return _import_procgen()(
-        num=1,
-        env_name=game,
-        num_levels=1,
-        start_level=level,
-        distribution_mode="easy",
-        render_mode=None,
-        rand_seed=0,
-        num_threads=0,
-    )
 
 
 def state_of(env):
@@ -67,7 +54,7 @@ def expert():
     ],
 )
 def test_parser_reads_the_start_of_a_level(game, start, size):
-    parsed = pe.parse_state(state_of(make_env(game, 3)))
+    parsed = pe.parse_state(state_of(level_env(game, 3)))
     assert parsed.game == game and parsed.level == 3 and parsed.time == 0 and parsed.time_limit == 1000
     assert parsed.agent[:2] == pytest.approx(start, abs=1e-4)
     assert parsed.agent[2:4] == pytest.approx((0, 0))  # at rest
@@ -76,7 +63,7 @@ def test_parser_reads_the_start_of_a_level(game, start, size):
 
 
 def test_parser_follows_right_and_left_presses():
-    env = make_env("coinrun", 5)
+    env = level_env("coinrun", 5)
     x0 = pe.parse_state(state_of(env)).agent[0]
     play(env, [pe.RIGHT] * 6)
     after_right = pe.parse_state(state_of(env))
@@ -87,7 +74,7 @@ def test_parser_follows_right_and_left_presses():
 
 
 def test_restored_state_plays_on_like_the_original():
-    env, twin = make_env("coinrun", 7), make_env("coinrun", 11)  # the twin starts on another level
+    env, twin = level_env("coinrun", 7), level_env("coinrun", 11)  # the twin starts on another level
     play(env, [pe.RIGHT] * 5 + [pe.RIGHT_UP] + [pe.RIGHT] * 4)
     saved = state_of(env)
     twin.callmethod("set_state", [saved])
@@ -99,7 +86,7 @@ def test_restored_state_plays_on_like_the_original():
 
 
 def test_expert_is_deterministic(expert):
-    env = make_env("coinrun", 4)
+    env = level_env("coinrun", 4)
     play(env, [pe.RIGHT] * 3)
     state = state_of(env)
     first = expert.scores(state)
@@ -137,9 +124,9 @@ def play_to_end(env, choose, limit):
 
 
 def test_expert_completes_a_level_that_holding_right_does_not(expert):
-    right_done, _ = play_to_end(make_env("coinrun", EXPERT_LEVEL), lambda env: pe.RIGHT, 300)
+    right_done, _ = play_to_end(level_env("coinrun", EXPERT_LEVEL), lambda env: pe.RIGHT, 300)
     assert not right_done
-    done, steps = play_to_end(make_env("coinrun", EXPERT_LEVEL), lambda env: expert.act(state_of(env)), 150)
+    done, steps = play_to_end(level_env("coinrun", EXPERT_LEVEL), lambda env: expert.act(state_of(env)), 150)
     assert done, f"the expert did not complete CoinRun level {EXPERT_LEVEL} in {steps} steps"
 
 

@@ -181,6 +181,21 @@ def _import_procgen() -> Any:
     return ProcgenGym3Env
 
 
+def level_env(game: str, level: int, distribution_mode: str = "easy", num: int = 1) -> Any:
+    """A ``ProcgenGym3Env`` of ``num`` envs all playing ``level`` of ``game`` (every episode of the
+    level the same), stepping in the calling thread (one level needs no thread pool)."""
+    return _import_procgen()(
+        num=num,
+        env_name=game,
+        num_levels=1,
+        start_level=level,
+        distribution_mode=distribution_mode,
+        render_mode=None,
+        rand_seed=0,  # irrelevant with num_levels=1 (it only draws levels from the range)
+        num_threads=0,
+    )
+
+
 def parse_state_header(state: bytes) -> dict[str, Any]:
     """The leading fields of a procgen state (``get_state`` bytes, serialisation version 0).
 
@@ -282,7 +297,7 @@ class ProcgenBatch:
         start, count = default_levels
         if count < 1 or start < 0 or start + count - 1 > MAX_LEVEL:
             raise ValueError(f"default_levels must be (start >= 0, count >= 1) within [0, {MAX_LEVEL}]")
-        self._make = _import_procgen()
+        _import_procgen()  # fails here, naming the install command, when procgen is missing
         self.num_envs = int(num_envs)
         self.resolution = resolution
         self.max_steps = max_steps
@@ -424,16 +439,7 @@ class ProcgenBatch:
 
     def _create(self, i: int, level: int) -> None:
         self._close(i)
-        env = self._make(
-            num=1,
-            env_name=self.game,
-            num_levels=1,
-            start_level=level,
-            distribution_mode=self.distribution_mode,
-            render_mode=None,
-            rand_seed=0,  # irrelevant with num_levels=1 (it only draws levels from the range)
-            num_threads=0,  # step in the calling thread: one env needs no thread pool
-        )
+        env = level_env(self.game, level, self.distribution_mode)
         if not self.time_limit:
             self.time_limit = parse_state_header(env.callmethod("get_state")[0])["time_limit"]
         self._envs[i] = env
@@ -697,6 +703,7 @@ __all__ = [
     "ProcgenParams",
     "check_settings",
     "downsample",
+    "level_env",
     "make_procgen",
     "parse_state_header",
     "sample_level",

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from envs_jax.host.procgen import HEADER_BYTES, NUM_ACTIONS, ProcgenBatch, _import_procgen
+from envs_jax.host.procgen import HEADER_BYTES, NUM_ACTIONS, ProcgenBatch, level_env
 
 # Procgen's action set (``ProcgenGym3Env.get_combos``): 9 moves (x = a // 3 - 1, y = a % 3 - 1), then
 # six special keys (Ninja throws stars with them; the other platformers ignore them).
@@ -337,16 +337,8 @@ class SearchExpert:
 
     def _scratch(self) -> Any:
         if self._env is None:
-            self._env = _import_procgen()(
-                num=self.num_plans,
-                env_name=self.game,
-                num_levels=1,
-                start_level=0,  # irrelevant: set_state brings the level with the state
-                distribution_mode=self.distribution_mode,
-                render_mode=None,
-                rand_seed=0,
-                num_threads=0,  # the calling thread: no thread pool fighting the trainer for cores
-            )
+            # Level 0: irrelevant, set_state brings the level with the state.
+            self._env = level_env(self.game, 0, self.distribution_mode, num=self.num_plans)
             self._buffer = self._env._ffi.new("char[1048576]")  # get_state's buffer, reused
         return self._env
 
