@@ -549,3 +549,52 @@ def test_poet_table_reports_the_pairs_and_the_controls_on_the_hardest_solved_ter
     )
     assert "| OpenES, direct-path curriculum | - | not run yet |" in text
     assert (tmp_path / "d" / "figures" / "poet.png").stat().st_size > 0
+
+
+def test_host_table_shows_each_episode_of_the_latest_evaluation_beside_the_references(tmp_path):
+    """Per-episode returns, totals and success rates of the latest evaluation (mean +- std over the
+    seeds evaluated there), finished or not; values typed in by hand."""
+    from benchmarks import host_table
+
+    runs = tmp_path / "runs"
+
+    def run(name, evals, num_updates=400, summary=None):
+        (runs / name).mkdir(parents=True)
+        rows = [{"kind": "train", "update": u, "seed": s, "env_steps": 1280 * u} for u, s, _ in evals]
+        rows += [
+            {
+                "kind": "eval",
+                "update": u,
+                "seed": s,
+                "eval/episode_return": r,
+                "eval/episode_success": [0.5] * 5,
+            }
+            for u, s, r in evals
+        ]
+        (runs / name / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        (runs / name / "config.yaml").write_text(yaml.safe_dump({"num_updates": num_updates}))
+        if summary:
+            (runs / name / "summary.json").write_text(json.dumps(summary))
+
+    first = [-0.2, 0.0, 0.2, 0.4, 0.6]  # total 1.0
+    second = [0.0, 0.2, 0.4, 0.6, 0.8]  # total 2.0
+    run(
+        "memory_miniworld",
+        [(0, 0, [-1.0] * 5), (400, 0, first), (400, 1, second)],
+        summary={"wall_time_s": 600.0, "compile_s": 20.0},
+    )
+    run("snail_miniworld", [(100, 0, first)])
+    table = host_table.main(
+        ["--runs", str(runs), "--out", str(tmp_path / "docs"), "--archive", str(tmp_path / "a")]
+    )
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    memory = rows["Memory (`configs/memory_miniworld.yaml`)"]
+    assert "-0.10 ± 0.10 / +0.10 ± 0.10 / +0.30 ± 0.10 / +0.50 ± 0.10 / +0.70 ± 0.10" in memory
+    assert "**+1.50 ± 0.50**" in memory and "50% / 50%" in memory and "2 seeds, 400 updates" in memory
+    assert "10.0 min (compile 20 s)" in memory
+    assert "unfinished: update 100 of 400, 1 seed(s)" in rows["SNAIL (`configs/snail_miniworld.yaml`)"]
+    assert "not run yet" in rows["PPO finetune (`configs/ppo_finetune_miniworld.yaml`)"]
+    # The three-box searcher: -1/3, +1/3, then the goal every time.
+    assert "-0.33 / +0.33 / +1.00 / +1.00 / +1.00 | +3.00" in rows["*Bayes-optimal*"]
+    assert (tmp_path / "docs" / "host_envs.md").read_text().count(table) == 1
+    assert (tmp_path / "docs" / "figures" / "miniworld_episodes.png").stat().st_size > 0
