@@ -28,6 +28,12 @@ import numpy as np
 TARGETS = ("constructor", "params", "tasks")
 
 
+class EnvUnavailableError(RuntimeError):
+    """An environment that cannot run on this machine as set up (no display and no headless OpenGL,
+    ...): the message says what is missing. A missing optional install is a ``ModuleNotFoundError``
+    naming the ``pip install`` that brings it."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """One setting of an environment.
@@ -245,4 +251,13 @@ def _gymnax_entry(env_id: str) -> EnvEntry:
     )
 
 
-__all__ = ["EnvEntry", "Setting", "check_value", "describe", "entry", "register", "registered"]
+__all__ = [
+    "EnvEntry",
+    "EnvUnavailableError",
+    "Setting",
+    "check_value",
+    "describe",
+    "entry",
+    "register",
+    "registered",
+]

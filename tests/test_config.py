@@ -455,3 +455,40 @@ def test_cli_bad_env_choices_exit_2_in_one_line_writing_nothing(argv, needle, tm
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1 and needle in err, err
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("env_id", "blocked", "needle"),
+    [
+        ("Procgen-v0", "procgen", 'pip install -e ".[procgen]"'),
+        ("MiniworldThreeBoxes-v0", "miniworld", 'pip install -e ".[miniworld]"'),
+    ],
+)
+def test_cli_a_missing_extra_is_one_line_naming_its_install(
+    env_id, blocked, needle, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, blocked, None)  # as if the extra were not installed
+    run_dir = tmp_path / "run"
+    assert train.main(["algo.name=failure_replay", f"env.id={env_id}", f"run_dir={run_dir}"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and needle in err, err
+    assert not run_dir.exists()
+
+
+def test_cli_a_machine_that_cannot_render_the_room_is_one_line(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("miniworld", reason='Miniworld is not installed: pip install -e ".[miniworld]"')
+    from envs_jax.host import miniworld_room
+    from envs_jax.registry import EnvUnavailableError
+
+    def no_context(*args, **kwargs):  # what the room raises when EGL gives no context
+        raise EnvUnavailableError("MiniworldThreeBoxes-v0 could not create a headless OpenGL (EGL) context")
+
+    monkeypatch.setattr(miniworld_room, "_RENDERING_CHECKED", False)
+    monkeypatch.setattr(miniworld_room, "RoomBatch", no_context)
+    run_dir = tmp_path / "run"
+    assert (
+        train.main(["algo.name=failure_replay", "env.id=MiniworldThreeBoxes-v0", f"run_dir={run_dir}"]) == 2
+    )
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and "headless OpenGL (EGL)" in err, err
+    assert not run_dir.exists()

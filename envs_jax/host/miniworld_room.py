@@ -83,7 +83,7 @@ import numpy as np
 from flax import struct
 from gymnax.environments import spaces
 
-from envs_jax.registry import EnvEntry, Setting
+from envs_jax.registry import EnvEntry, EnvUnavailableError, Setting
 
 ENV_ID = "MiniworldThreeBoxes-v0"
 INSTALL_HINT = 'pip install -e ".[miniworld]"'
@@ -522,7 +522,7 @@ def require_miniworld() -> Any:
     if "pyglet.window" not in sys.modules:
         pyglet.options["headless"] = True
     elif not pyglet.options["headless"] and not os.environ.get("DISPLAY"):
-        raise RuntimeError(
+        raise EnvUnavailableError(
             f"{ENV_ID} renders headless, but pyglet was imported with a window system and there is no "
             "DISPLAY: set pyglet.options['headless'] = True before miniworld or pyglet.window is imported"
         )
@@ -532,6 +532,19 @@ def require_miniworld() -> Any:
     except ModuleNotFoundError:
         raise ModuleNotFoundError(f"{ENV_ID} needs miniworld: {INSTALL_HINT}") from None
     return miniworld
+
+
+_RENDERING_CHECKED = False
+
+
+def check_rendering() -> None:
+    """Build and close one tiny room (once per process), so a machine that cannot render headless
+    fails when the env is made, in one line (:class:`EnvUnavailableError`), not at the first reset
+    inside a jitted trial."""
+    global _RENDERING_CHECKED
+    if not _RENDERING_CHECKED:
+        RoomBatch(1, (8, 8), 1).close()
+        _RENDERING_CHECKED = True
 
 
 def _task_numpy(task: Any) -> RoomTask:
@@ -619,8 +632,9 @@ def _room_class() -> type:
                 )
                 if not from_gl:
                     raise
-                raise RuntimeError(
-                    f"{ENV_ID} could not create a headless OpenGL (EGL) context: {error!r}"
+                raise EnvUnavailableError(
+                    f"{ENV_ID} could not create a headless OpenGL (EGL) context: {error!r}; it needs "
+                    "EGL and Mesa (e.g. Debian's libegl1 and libgl1-mesa-dri) or a GPU driver"
                 ) from error
             finally:
                 del opengl.print
@@ -837,7 +851,8 @@ def make_miniworld_room(
     :func:`sample_layout` and checked by :func:`is_valid_task`;
     ``env.expert_action(state, params)`` is :func:`snapshot_expert_action` of
     the state's snapshot. Raises ``ModuleNotFoundError`` (with the install
-    command) when Miniworld is missing.
+    command) when Miniworld is missing and ``EnvUnavailableError`` when no
+    headless OpenGL context can be had (checked once, by building a tiny room).
     """
     from envs_jax.host.adapter import HostEnv
 
@@ -845,6 +860,7 @@ def make_miniworld_room(
     if height < 8 or width < 8 or int(max_steps) < 1:
         raise ValueError(f"{ENV_ID} needs a resolution >= 8 x 8 and max_steps >= 1")
     require_miniworld()
+    check_rendering()
     env = HostEnv(
         name=ENV_ID,
         make_batch=lambda num_envs: RoomBatch(num_envs, (height, width), int(max_steps)),
@@ -921,6 +937,7 @@ __all__ = [
     "RoomBatch",
     "RoomParams",
     "RoomTask",
+    "check_rendering",
     "decode_snapshot",
     "episode_references",
     "expert_action",

@@ -27,6 +27,7 @@ import optax
 from flax import struct
 
 import envs_jax
+from envs_jax.registry import EnvUnavailableError
 from jaxmeta import seeding
 from jaxmeta.config import ConfigError, env_settings, param, section
 from jaxmeta.trial import EpisodeStats, TrialData, run_trials
@@ -192,7 +193,9 @@ def make_env(env_cfg: Any) -> tuple[Any, Any]:
     settings = env_settings(env_cfg)
     try:
         return envs_jax.make(env_cfg.id, **settings["constructor"], **settings["params"])
-    except ValueError as err:
+    except (ValueError, ModuleNotFoundError, EnvUnavailableError) as err:
+        # A bad setting, a missing optional install (the message names the pip install), a machine
+        # that cannot run the env: one line before anything is written.
         raise ConfigError(f"env: {' '.join(str(err).split())}") from None
 
 
