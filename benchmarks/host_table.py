@@ -135,7 +135,7 @@ def references_rows() -> list[str]:
     return rows
 
 
-def miniworld_table(runs: Path) -> str:
+def miniworld_table(runs: Path, archive: Path) -> str:
     lines = [
         "| method (config) | return of episode 1 / 2 / 3 / 4 / 5, mean ± std over seeds | total "
         "| success rate per episode | runs | wall time |",
@@ -143,18 +143,18 @@ def miniworld_table(runs: Path) -> str:
         *references_rows(),
     ]
     for name, label in MINIWORLD:
-        lines.append(method_row(name, label, _common.load_run(runs, name)))
+        lines.append(method_row(name, label, _common.load_run(runs, name, archive)))
     return "\n".join(lines)
 
 
-def miniworld_figures(runs: Path, out: Path) -> list[Path]:
+def miniworld_figures(runs: Path, out: Path, archive: Path) -> list[Path]:
     """Return per episode index (Fig. 4a) and the held-out total during training."""
     from envs_jax.host.miniworld_room import episode_references
 
     fig, (ax_ep, ax_curve) = plt.subplots(1, 2, figsize=(11, 4))
     x = np.arange(1, EPISODES + 1)
     for i, (name, label) in enumerate(MINIWORLD):
-        run = _common.load_run(runs, name)
+        run = _common.load_run(runs, name, archive)
         ev = None if run is None else last_eval(run)
         if ev is None:
             continue
@@ -236,8 +236,9 @@ def main(argv: list[str] | None = None) -> str:
     parser = _common.run_table_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
     runs, out = Path(args.runs), Path(args.out)
-    table = miniworld_table(runs)
-    figures = miniworld_figures(runs, out)
+    archive = Path(args.archive)
+    table = miniworld_table(runs, archive)
+    figures = miniworld_figures(runs, out, archive)
     gif = copy_gif(runs, out)
     body = [HEADER, MINIWORLD_TEXT, table, ""]
     body.append("![return per episode and during training](figures/miniworld_episodes.png)\n")

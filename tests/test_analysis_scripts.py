@@ -598,3 +598,4 @@ def test_host_table_shows_each_episode_of_the_latest_evaluation_beside_the_refer
     assert "-0.33 / +0.33 / +1.00 / +1.00 / +1.00 | +3.00" in rows["*Bayes-optimal*"]
     assert (tmp_path / "docs" / "host_envs.md").read_text().count(table) == 1
     assert (tmp_path / "docs" / "figures" / "miniworld_episodes.png").stat().st_size > 0
+    assert (tmp_path / "a" / "memory_miniworld" / "metrics.jsonl").exists()  # records go to --archive
