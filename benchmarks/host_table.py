@@ -75,9 +75,10 @@ layout, the failure bank empty at the start and the last frame of each failed ep
 **Scale.** Paper: its Gridworld settings are the only ones given (this repository's Fig. 2 configs: 1000
 training tasks, trials of 80 steps, 32 trials per update, 800 updates) at Miniworld's 60 x 80 view; kept
 as `configs/memory_miniworld_paper.yaml` for a GPU. Here (`configs/*_miniworld.yaml`): 30 x 40 views,
-16 trials of 80 steps per update, 400 updates (0.5M frames per seed), 1000 training layouts, 100
-held-out layouts, 3 seeds run one after another (the room steps on the host at ~1 ms per env step on
-this CPU, with OpenGL through EGL and Mesa's software rasteriser).
+16 trials of 80 steps per update, up to 400 updates (0.5M frames per seed; the "runs" column says how
+many a row's runs have had: a run stopped early with `num_updates=N` continues to 400 with the plain
+command), 1000 training layouts, 100 held-out layouts, 3 seeds run one after another (the room steps
+on the host at ~0.7 ms per env step on this CPU, OpenGL through EGL and Mesa's software rasteriser).
 
 """
 
