@@ -199,9 +199,11 @@ def level_env(game: str, level: int, distribution_mode: str = "easy", num: int =
 def parse_state_header(state: bytes) -> dict[str, Any]:
     """The leading fields of a procgen state (``get_state`` bytes, serialisation version 0).
 
-    Returns ``game``, ``time_limit`` (procgen's own episode limit), ``level`` and ``time`` (steps
-    into the current episode). Used to read the time limit off the game itself and to refuse a
-    foreign snapshot before procgen's ``set_state``, which aborts the process on a mismatch.
+    Returns ``game``, ``time_limit`` (procgen's own episode limit), ``level``, ``time`` (steps
+    into the current episode) and ``end`` (the byte offset after them, where the game's own
+    fields begin: ``procgen_expert.parse_state`` reads on from there). Used to read the time
+    limit off the game itself and to refuse a foreign snapshot before procgen's ``set_state``,
+    which aborts the process on a mismatch.
     """
     offset = 0
 
@@ -233,7 +235,7 @@ def parse_state_header(state: bytes) -> dict[str, Any]:
         level, _, _, _, _, _, _, _, time = ints(9)
     except (pystruct.error, UnicodeDecodeError) as err:
         raise ValueError(f"not a procgen state ({err})") from None
-    return {"game": game, "time_limit": time_limit, "level": level, "time": time}
+    return {"game": game, "time_limit": time_limit, "level": level, "time": time, "end": offset}
 
 
 def downsample(frames: np.ndarray, resolution: int) -> np.ndarray:

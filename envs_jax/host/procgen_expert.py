@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from envs_jax.host.procgen import HEADER_BYTES, NUM_ACTIONS, ProcgenBatch, level_env
+from envs_jax.host.procgen import HEADER_BYTES, NUM_ACTIONS, ProcgenBatch, level_env, parse_state_header
 
 # Procgen's action set (``ProcgenGym3Env.get_combos``): 9 moves (x = a // 3 - 1, y = a % 3 - 1), then
 # six special keys (Ninja throws stars with them; the other platformers ignore them).
@@ -132,17 +132,14 @@ def parse_state(state: bytes) -> ParsedState:
         return state[offset - size : offset]
 
     try:
-        (version,) = words(1)
-        if version != 0:
-            raise ValueError(f"procgen state version {version}, expected 0")
-        game = text().decode("ascii")
-        words(12 + 5)  # render options; grid step, level range, game type, env index
-        for _ in range(2):  # the level and step random generators: a flag, then the state as text
-            words(1)
-            text()
-        words(4)  # last reward, done, level complete, action
-        (time_limit,) = words(1)
-        level, *_, cur_time = words(9)
+        header = parse_state_header(state)  # Game::serialize up to cur_time
+        game, level, cur_time, time_limit = (
+            header["game"],
+            header["level"],
+            header["time"],
+            header["time_limit"],
+        )
+        offset = header["end"]
         words(2)  # is_waiting_for_step, grid_size
         (count,) = words(1)
         block = np.frombuffer(state, "<f4", count * ENTITY_WORDS, offset).reshape(count, ENTITY_WORDS)
