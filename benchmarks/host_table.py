@@ -7,16 +7,17 @@ script reads the runs that exist (live or archived records, see
 (``host_overhead.json`` from ``benchmarks/host_overhead.py``,
 ``procgen_expert.json`` from ``benchmarks/procgen_expert.py``) and writes:
 
-* ``docs/host_envs.md``: per method, the held-out return of each episode of
-  the 5-episode protocol (mean +- std over seeds), the total, the success rate,
-  seeds and wall time, beside the references (Bayes-optimal searcher,
-  memoryless optimum, the goal-knowing expert); the scale used next to the
-  paper's; the callback overhead; the Procgen expert;
-* ``docs/figures/miniworld_episodes.png`` (return per episode index, the
-  paper's Fig. 4a) and ``docs/figures/miniworld_curves.png`` (held-out total
-  during training);
-* ``docs/figures/miniworld_memory_trial.gif``: one held-out trial of the
-  trained memory agent, as it saw the room (copied from the run's plots).
+* ``docs/host_envs.md``: for Miniworld and for CoinRun, per method, the
+  held-out return of each episode of the 5-episode protocol (mean +- std over
+  seeds), the total, the success rate, seeds and wall time, beside the
+  references (Miniworld: Bayes-optimal searcher, memoryless optimum, the
+  goal-knowing expert; CoinRun: the search expert that labels the data); the
+  scale used next to the paper's; the callback overhead; the Procgen expert;
+* ``docs/figures/{miniworld,coinrun}_episodes.png``: return per episode index
+  (the paper's Fig. 4a/4b) and the held-out total during training;
+* ``docs/figures/{miniworld,coinrun}_memory_trial.gif``: one held-out trial of
+  the trained memory agent, as it saw the environment (copied from the run's
+  plots).
 
     python benchmarks/host_table.py [--runs runs] [--out docs]
 """
@@ -26,6 +27,8 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +51,50 @@ MINIWORLD = [
     ("snail_miniworld", "SNAIL"),
     ("ppo_finetune_miniworld", "PPO finetune"),
 ]
+COINRUN = [
+    ("memory_coinrun", "Memory"),
+    ("snail_coinrun", "SNAIL"),
+]
 EPISODES = 5
+COINRUN_COIN = 10.0  # CoinRun's only reward: the coin at the end of the level
 RESULTS = _ROOT / "benchmarks" / "results"
+
+
+@dataclass(frozen=True)
+class Section:
+    """One environment's table, figure and GIF."""
+
+    key: str  # file names: docs/figures/{key}_episodes.png, {key}_memory_trial.gif
+    title: str
+    methods: list[tuple[str, str]]  # (run and config name, label)
+    references: Callable[[], dict[str, np.ndarray]]  # name -> expected return of each episode
+    ylim: tuple[float, float]
+
+
+def miniworld_references() -> dict[str, np.ndarray]:
+    """The room's references (``miniworld_room.episode_references``) and the goal-knowing expert."""
+    from envs_jax.host.miniworld_room import episode_references
+
+    refs = episode_references(None, None, EPISODES, None)
+    return {**{name: np.asarray(v) for name, v in refs.items()}, "goal-knowing expert": np.ones(EPISODES)}
+
+
+def coinrun_references() -> dict[str, np.ndarray]:
+    """The search expert that labels the training data, on held-out levels (its measured success rate
+    times the coin), where ``benchmarks/procgen_expert.py`` has measured it."""
+    path = RESULTS / "procgen_expert.json"
+    if not path.exists():
+        return {}
+    expert = json.loads(path.read_text())["games"].get("coinrun", {}).get("expert", {}).get("test")
+    if expert is None:
+        return {}
+    first, stop = expert["levels"]
+    name = f"search expert (held-out levels {first}-{stop - 1})"
+    return {name: np.full(EPISODES, COINRUN_COIN * expert["success_rate"])}
+
+
+MINIWORLD_SECTION = Section("miniworld", "Miniworld room", MINIWORLD, miniworld_references, (-1.05, 1.05))
+COINRUN_SECTION = Section("coinrun", "CoinRun", COINRUN, coinrun_references, (-0.2, COINRUN_COIN + 0.2))
 
 HEADER = """# Host environments: the memory agent in Miniworld and Procgen
 
@@ -124,41 +169,38 @@ def method_row(name: str, label: str, run: dict[str, Any] | None) -> str:
     return f"| {label} (`configs/{name}.yaml`) | {episodes} | {total} | {success} | {state} | {wall} |"
 
 
-def references_rows() -> list[str]:
-    """The room's references (``miniworld_room.episode_references``) and the goal-knowing expert."""
-    from envs_jax.host.miniworld_room import episode_references
-
-    refs = episode_references(None, None, EPISODES, None)
+def references_rows(section: Section) -> list[str]:
     rows = []
-    for name, values in [*refs.items(), ("goal-knowing expert", np.ones(EPISODES))]:
+    for name, values in section.references().items():
         per = " / ".join(f"{v:+.2f}" for v in values)
         rows.append(f"| *{name}* | {per} | {float(np.sum(values)):+.2f} |  |  |  |")
     return rows
 
 
-def miniworld_table(runs: Path, archive: Path) -> str:
+def method_table(section: Section, runs: Path, archive: Path) -> str:
     lines = [
         "| method (config) | return of episode 1 / 2 / 3 / 4 / 5, mean ± std over seeds | total "
         "| success rate per episode | runs | wall time |",
         "|---|---|---:|---|---|---|",
-        *references_rows(),
+        *references_rows(section),
     ]
-    for name, label in MINIWORLD:
+    for name, label in section.methods:
         lines.append(method_row(name, label, _common.load_run(runs, name, archive)))
     return "\n".join(lines)
 
 
-def miniworld_figures(runs: Path, out: Path, archive: Path) -> list[Path]:
-    """Return per episode index (Fig. 4a) and the held-out total during training."""
-    from envs_jax.host.miniworld_room import episode_references
-
+def episode_figure(section: Section, runs: Path, out: Path, archive: Path) -> Path | None:
+    """Return per episode index (the paper's Fig. 4) and the held-out total during training; None when
+    no run of the section has been evaluated yet."""
     fig, (ax_ep, ax_curve) = plt.subplots(1, 2, figsize=(11, 4))
     x = np.arange(1, EPISODES + 1)
-    for i, (name, label) in enumerate(MINIWORLD):
+    drawn = False
+    for i, (name, label) in enumerate(section.methods):
         run = _common.load_run(runs, name, archive)
         ev = None if run is None else last_eval(run)
         if ev is None:
             continue
+        drawn = True
         unfinished = run["summary"] is None
         tag = f" (unfinished, update {ev['update']})" if unfinished else f" ({ev['seeds']} seeds)"
         style = "--" if unfinished else "-"
@@ -169,32 +211,36 @@ def miniworld_figures(runs: Path, out: Path, archive: Path) -> list[Path]:
             updates, mean, std = seed_curve(series)
             ax_curve.plot(updates, mean, style, color=f"C{i}", label=label + tag)
             ax_curve.fill_between(updates, mean - std, mean + std, color=f"C{i}", alpha=0.2, lw=0)
-    refs = episode_references(None, None, EPISODES, None)
-    ax_ep.plot(x, refs["Bayes-optimal"], "k--", marker=".", label="Bayes-optimal")
-    ax_ep.plot(x, refs["memoryless optimum"], "k:", label="memoryless optimum")
-    ax_ep.set(xticks=x, ylim=(-1.05, 1.05), xlabel="episode index (held-out layouts)")
-    ax_ep.set_ylabel("average reward")
-    ax_ep.set_title("Miniworld room: return per episode (paper Fig. 4a)", fontsize=10)
+    if not drawn:
+        plt.close(fig)
+        return None
+    for (name, values), style in zip(section.references().items(), ["k--", "k:", "k-."], strict=False):
+        ax_ep.plot(x, values, style, marker=".", label=name)
+    ax_ep.set(xticks=x, ylim=section.ylim, xlabel="episode index (held-out tasks)")
+    ax_ep.set_ylabel("average return")
+    ax_ep.set_title(f"{section.title}: return per episode (paper Fig. 4)", fontsize=10)
     ax_curve.set(xlabel="update", ylabel="held-out return, 5 episodes")
-    ax_curve.set_title("Miniworld room: held-out total during training", fontsize=10)
+    ax_curve.set_title(f"{section.title}: held-out total during training", fontsize=10)
     for ax in (ax_ep, ax_curve):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    path = out / "figures" / "miniworld_episodes.png"
+    path = out / "figures" / f"{section.key}_episodes.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return [path]
+    return path
 
 
-def copy_gif(runs: Path, out: Path) -> Path | None:
-    """The trained memory agent's held-out trial GIF (written by the run) into ``docs/figures``."""
-    target = out / "figures" / "miniworld_memory_trial.gif"
-    for name in ("memory_temporal_miniworld", "memory_miniworld"):
+def copy_gif(section: Section, runs: Path, out: Path) -> Path | None:
+    """A finished memory agent's held-out trial GIF (written by its run) into ``docs/figures``: the
+    section's last memory method that has one (Memory + Temporal before Memory)."""
+    target = out / "figures" / f"{section.key}_memory_trial.gif"
+    for name, _ in reversed(section.methods):
         gif = runs / name / "plots" / "held_out_trial.gif"
-        if gif.exists() and (runs / name / "summary.json").exists():
+        if name.startswith("memory") and gif.exists() and (runs / name / "summary.json").exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(gif, target)
             return target
     return target if target.exists() else None
@@ -236,8 +282,8 @@ per level, easy mode:
 """
 
 
-def procgen_section(runs: Path, archive: Path) -> str:
-    """The expert's success rates beside simple policies, then the memory agent's runs on CoinRun."""
+def procgen_section() -> str:
+    """The Procgen expert's success rates beside simple policies."""
     path = RESULTS / "procgen_expert.json"
     text = PROCGEN_TEXT
     if not path.exists():
@@ -265,17 +311,42 @@ def procgen_section(runs: Path, archive: Path) -> str:
             "\nCoinRun's expert is the one the experiments use. Ninja's sample is small and levels 9, 15 and "
             "18 are known failures; Climber's plans do not yet find routes to its coins.\n"
         )
-    run = _common.load_run(runs, "memory_coinrun", archive)
-    ev = None if run is None else last_eval(run)
-    if ev is None:
-        text += (
-            "\n**The memory agent on CoinRun** (`configs/memory_coinrun.yaml`: 32 x 32 frames, episodes cut "
-            "at 100 steps, 8 trials x 64 steps per update, 100 updates; ~25 s of expert labels per update "
-            "here) has not been run yet.\n"
-        )
-    else:
-        text += "\n" + method_row("memory_coinrun", "Memory, CoinRun", run) + "\n"
     return text
+
+
+COINRUN_TEXT = """### The memory agent on CoinRun (paper Fig. 4b)
+
+Trained by behaviour cloning on the search expert's labels of the states it visits, evaluated with the
+5-episode protocol on the 100 held-out levels (episode return: 10 for the coin, else 0).
+
+**Scale.** Paper: 200 training levels, its PPO expert, Procgen's 64 x 64 frames and 1000-step episodes
+(`configs/memory_coinrun_paper.yaml`, for a GPU). Here (`configs/memory_coinrun.yaml`,
+`configs/snail_coinrun.yaml`): the same 200 training and 100 held-out levels, 32 x 32 frames (block
+averages), episodes cut at 100 steps (the expert needs 41-49), 8 trials of 64 steps per update, 100
+updates (51k labelled frames per seed). The expert's labels are the cost of a run: ~25 s of the ~30-40 s
+of an update on this CPU.
+
+"""
+
+
+def sections(runs: Path, out: Path, archive: Path) -> tuple[list[str], list[str], list[Path]]:
+    """Per section (Miniworld, CoinRun): its markdown (intro, table, figure, GIF), its table, and the
+    files written."""
+    bodies, tables, files = [], [], []
+    for section, intro in ((MINIWORLD_SECTION, MINIWORLD_TEXT), (COINRUN_SECTION, COINRUN_TEXT)):
+        table = method_table(section, runs, archive)
+        body = [intro, table, ""]
+        figure = episode_figure(section, runs, out, archive)
+        if figure is not None:
+            body.append(f"![return per episode and during training](figures/{figure.name})\n")
+            files.append(figure)
+        gif = copy_gif(section, runs, out)
+        if gif is not None:
+            body.append(f"![a held-out trial of the memory agent](figures/{gif.name})\n")
+            files.append(gif)
+        bodies.append("\n".join(body))
+        tables.append(table)
+    return bodies, tables, files
 
 
 POLICIES = ("random", "always_right", "right_random_jumps")
@@ -286,19 +357,14 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     runs, out = Path(args.runs), Path(args.out)
     archive = Path(args.archive)
-    table = miniworld_table(runs, archive)
-    figures = miniworld_figures(runs, out, archive)
-    gif = copy_gif(runs, out)
-    body = [HEADER, MINIWORLD_TEXT, table, ""]
-    body.append("![return per episode and during training](figures/miniworld_episodes.png)\n")
-    if gif is not None:
-        body.append(f"![a held-out trial of the memory agent](figures/{gif.name})\n")
-    body += [overhead_section(), procgen_section(runs, archive)]
+    (miniworld, coinrun), tables, files = sections(runs, out, archive)
+    body = [HEADER, miniworld, overhead_section(), procgen_section(), coinrun]
     out.mkdir(parents=True, exist_ok=True)
     (out / "host_envs.md").write_text("\n".join(body))
-    print(table)
-    print(f"wrote {out / 'host_envs.md'}, {', '.join(str(p) for p in figures)}")
-    return table
+    text = "\n\n".join(tables)
+    print(text)
+    print(f"wrote {out / 'host_envs.md'}, {', '.join(str(p) for p in files)}")
+    return text
 
 
 if __name__ == "__main__":

@@ -584,10 +584,12 @@ def test_host_table_shows_each_episode_of_the_latest_evaluation_beside_the_refer
         summary={"wall_time_s": 600.0, "compile_s": 20.0},
     )
     run("snail_miniworld", [(100, 0, first)])
-    table = host_table.main(
+    run("memory_coinrun", [(25, 0, [0.0, 10.0, 10.0, 0.0, 10.0])], num_updates=100)
+    tables = host_table.main(
         ["--runs", str(runs), "--out", str(tmp_path / "docs"), "--archive", str(tmp_path / "a")]
     )
-    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    table, coinrun = tables.split("\n\n")
+    rows = {line.split("|")[1].strip(): line for line in tables.splitlines() if line.startswith("| ")}
     memory = rows["Memory (`configs/memory_miniworld.yaml`)"]
     assert "-0.10 ± 0.10 / +0.10 ± 0.10 / +0.30 ± 0.10 / +0.50 ± 0.10 / +0.70 ± 0.10" in memory
     assert "**+1.50 ± 0.50**" in memory and "50% / 50%" in memory and "2 seeds, 400 updates" in memory
@@ -596,6 +598,16 @@ def test_host_table_shows_each_episode_of_the_latest_evaluation_beside_the_refer
     assert "not run yet" in rows["PPO finetune (`configs/ppo_finetune_miniworld.yaml`)"]
     # The three-box searcher: -1/3, +1/3, then the goal every time.
     assert "-0.33 / +0.33 / +1.00 / +1.00 / +1.00 | +3.00" in rows["*Bayes-optimal*"]
-    assert (tmp_path / "docs" / "host_envs.md").read_text().count(table) == 1
-    assert (tmp_path / "docs" / "figures" / "miniworld_episodes.png").stat().st_size > 0
+    coinrun_memory = rows["Memory (`configs/memory_coinrun.yaml`)"]
+    assert "+0.00 ± 0.00 / +10.00 ± 0.00 / +10.00 ± 0.00 / +0.00 ± 0.00 / +10.00 ± 0.00" in coinrun_memory
+    assert "**+30.00 ± 0.00**" in coinrun_memory and "unfinished: update 25 of 100" in coinrun_memory
+    assert "not run yet" in rows["SNAIL (`configs/snail_coinrun.yaml`)"]
+    # The search expert labelling CoinRun completes every held-out level it was measured on.
+    expert = rows["*search expert (held-out levels 200-249)*"]
+    assert "+10.00 / +10.00 / +10.00 / +10.00 / +10.00 | +50.00" in expert
+    md = (tmp_path / "docs" / "host_envs.md").read_text()
+    assert md.count(table) == 1 and md.count(coinrun) == 1 and md.index(table) < md.index(coinrun)
+    for name in ("miniworld", "coinrun"):
+        assert (tmp_path / "docs" / "figures" / f"{name}_episodes.png").stat().st_size > 0
+        assert f"figures/{name}_episodes.png" in md
     assert (tmp_path / "a" / "memory_miniworld" / "metrics.jsonl").exists()  # records go to --archive
