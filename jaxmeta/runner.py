@@ -111,6 +111,20 @@ def runs_on_host(cfg: RunConfig) -> bool:
     return cfg.env is not None and envs_jax.entry(cfg.env.id).host
 
 
+def host_resume_note(env: Any) -> str:
+    """What a resumed run on a host ``env`` can promise: exact continuation when the env's batches
+    snapshot themselves into the train state (``snapshot_size > 0``), else a restart of the host envs."""
+    if getattr(env, "snapshot_size", 0):
+        return (
+            "(The host environments' own state is in the checkpoint, as their snapshots: they continue "
+            "where they were, so the resumed run equals an uninterrupted one.)"
+        )
+    return (
+        "(A host environment's own state is not in the checkpoint: it restarts, so the resumed run "
+        "equals an uninterrupted one only as far as that environment is deterministic.)"
+    )
+
+
 class _Seeds:
     """How a run's seeds execute: vmapped and sharded over a mesh, or one after another.
 
@@ -234,10 +248,9 @@ def _train(cfg: RunConfig, run_dir: Path, start_update: int, is_writer: bool, lo
         state = seeds.from_checkpoint(state)
         log(f"Resuming {run_dir} from the checkpoint at update {start_update}.")
         if runs_on_host(cfg):
-            log(
-                "(A host environment's own state is not in the checkpoint: it restarts, so the resumed run "
-                "equals an uninterrupted one only as far as that environment is deterministic.)"
-            )
+            from jaxmeta.algos.api import make_env
+
+            log(host_resume_note(make_env(cfg.env)[0]))
     else:
         keys = seeds.training_keys()
         state = seeds.compile(algo.init, keys)(keys)
