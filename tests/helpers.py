@@ -2,6 +2,9 @@
 
 from jaxmeta import config
 
+# XLA flags of every test process and of the subprocesses tests start (see conftest.py).
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+
 
 def tiny_config(algo_name: str, run_dir: str, updates: int, *overrides: str):
     """A Gridworld run config small enough for CI: 1 seed, 4 trials per batch, 12 training and 8 test

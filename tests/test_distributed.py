@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from helpers import TINY_MAML_RUN, subprocess_timeout
+from helpers import TEST_XLA_FLAGS, TINY_MAML_RUN, subprocess_timeout
 
 from jaxmeta import config, runner
 
@@ -43,7 +43,7 @@ def test_two_processes_train_four_seeds_like_one(tmp_path):
         env = {
             **os.environ,
             "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": "",
+            "XLA_FLAGS": TEST_XLA_FLAGS,  # one device per process
             "JAXMETA_DISTRIBUTED": "1",
             "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
             "JAXMETA_NUM_PROCESSES": "2",

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
-from helpers import TINY_MAML_RUN, subprocess_timeout
+from helpers import TEST_XLA_FLAGS, TINY_MAML_RUN, subprocess_timeout
 
 from jaxmeta import algos, config, runner
 from jaxmeta.algos import bc
@@ -171,7 +171,8 @@ def test_two_device_sharded_sweep(tmp_path):
     """seeds=3 on two CPU devices: the seed axis is split over both (a fourth seed pads the mesh and
     is dropped, so both devices work); the results equal one device's, the checkpoint holds 3 seeds.
     (MAML on the sinusoids: the sharding is the runner's whatever the method, and it compiles fast.)"""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    xla_flags = f"{TEST_XLA_FLAGS} --xla_force_host_platform_device_count=2"
+    env = {**os.environ, "XLA_FLAGS": xla_flags, "JAX_PLATFORMS": "cpu"}
     sharded = subprocess.run(
         [sys.executable, "-m", "jaxmeta.train", *TINY_MAML_RUN, "seeds=3", f"run_dir={tmp_path / 'two'}"],
         env=env,
