@@ -11,6 +11,11 @@ ended:
   or rollout does: for a host env, ONE ordered ``io_callback`` per step that steps the batch and resets
   the envs whose episode ended), random actions from ``jax.random`` inside the scan.
 
+* ``floor``: the callback path with the env's work taken out: the same ``HostEnv`` spaces, tasks and
+  scan, but a batch that returns ready-made arrays (:class:`IdleBatch`). Its time is what the callback
+  path costs whatever the env (XLA's ordered ``io_callback``, the transfers, the adapter), so
+  ``(floor + direct) / direct`` is the lowest ratio the callback path can reach on this machine.
+
 Reported per environment and batch size: env steps/s of each side (median over interleaved blocks of
 whole rollouts, rotated so that load changes hit both alike), the ratio of their seconds per rollout
 (callback / direct), and the scan's compile time on its own.
@@ -71,6 +76,37 @@ def miniworld_case(num_envs: int) -> tuple[Any, Any, Any]:
 CASES = {"procgen_coinrun": procgen_case, "miniworld_three_boxes": miniworld_case}
 
 
+class IdleBatch:
+    """A host batch that does no work: observations of ``shape`` and zero rewards, made once."""
+
+    def __init__(self, num_envs: int, shape: tuple[int, ...], dtype: Any) -> None:
+        self.num_envs = num_envs
+        self._obs = np.zeros((num_envs, *shape), dtype)
+        self._zeros = np.zeros(num_envs, np.float32)
+        self._false = np.zeros(num_envs, bool)
+
+    def reset(self, seeds: np.ndarray, mask: np.ndarray, tasks: Any = None) -> np.ndarray:
+        return self._obs
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self._obs, self._zeros, self._false, self._false
+
+
+def idle_env(env: Any) -> Any:
+    """``env``'s spaces, params and task interface over :class:`IdleBatch` batches."""
+    from envs_jax.host import HostEnv
+
+    space = env.observation_space(env.default_params)
+    return HostEnv(
+        "idle",
+        lambda num_envs: IdleBatch(num_envs, tuple(space.shape), space.dtype),
+        space,
+        env.action_space(env.default_params),
+        env.default_params,
+        sample_task=getattr(env, "sample_task", None),
+    )
+
+
 def callback_rollout(env: Any, tasks: Any, num_envs: int, steps: int) -> Any:
     """A jitted-scan rollout through ``HostEnv``: ``key -> checksum`` (the checksum keeps every step's
     outputs alive)."""
@@ -125,11 +161,13 @@ def measure(name: str, num_envs: int, steps: int, repeats: int) -> dict[str, Any
     start = time.perf_counter()
     compiled = jax.jit(rollout).lower(jax.random.PRNGKey(0)).compile()
     compile_s = time.perf_counter() - start
+    floor = jax.jit(callback_rollout(idle_env(env), tasks, num_envs, steps))
     keys = iter(jax.random.split(jax.random.PRNGKey(1), 10_000))
     rng = np.random.default_rng(0)
     fns = {
         "callback": lambda: jax.block_until_ready(compiled(next(keys))),
         "direct": lambda: direct_rollout(batch, tasks, steps, env.num_actions, rng),
+        "floor": lambda: jax.block_until_ready(floor(next(keys))),
     }
     blocks = _common.interleaved_medians(fns, repeats, block_s=0.5)
     seconds = {side: statistics.median(b["block_s_per_call"]) for side, b in blocks.items()}
@@ -143,6 +181,9 @@ def measure(name: str, num_envs: int, steps: int, repeats: int) -> dict[str, Any
         "seconds_per_rollout": seconds,
         "env_steps_per_s": {side: num_envs * steps / s for side, s in seconds.items()},
         "ratio_callback_over_direct": seconds["callback"] / seconds["direct"],
+        "lowest_reachable_ratio": (seconds["floor"] + seconds["direct"]) / seconds["direct"],
+        "floor_ms_per_step": 1e3 * seconds["floor"] / steps,
+        "direct_ms_per_step": 1e3 * seconds["direct"] / steps,
         "blocks": blocks,
     }
 
@@ -156,8 +197,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
     parser.add_argument("--out", default=None, help=f"JSON results (default without --quick: {DEFAULT_OUT})")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.steps, args.repeats, args.procgen_batches, args.miniworld_batches = 20, 2, "2", "2"
+    if args.quick:  # tiny sizes; batch sizes given on the command line are kept
+        given = argv if argv is not None else sys.argv[1:]
+        args.steps, args.repeats = 20, 2
+        if not any(a.startswith("--procgen-batches") for a in given):
+            args.procgen_batches = "2"
+        if not any(a.startswith("--miniworld-batches") for a in given):
+            args.miniworld_batches = "2"
     out = args.out if args.out or args.quick else str(DEFAULT_OUT)
     load_start = _common.load_average()
     plan = [("procgen_coinrun", int(b)) for b in args.procgen_batches.split(",") if b] + [
@@ -171,13 +217,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(
             f"{name:>22} batch {num_envs:>3}: direct {rates['direct']:>9,.0f} env steps/s, "
             f"callback {rates['callback']:>9,.0f} (compile {row['compile_s']:.1f} s): "
-            f"callback / direct = {row['ratio_callback_over_direct']:.2f} (target <= {TARGET_RATIO})"
+            f"callback / direct = {row['ratio_callback_over_direct']:.2f} (target <= {TARGET_RATIO}); "
+            f"the callbacks alone {row['floor_ms_per_step']:.2f} ms a step, so at best "
+            f"{row['lowest_reachable_ratio']:.2f}"
         )
     report = {
         "command": _common.command_line(__file__, sys.argv[1:] if argv is None else argv),
         "work": "random actions on each env's own task, resets where episodes ended; callback: a jitted "
         "lax.scan of envs_jax.vector.step_and_reset (one ordered io_callback per step: the step and the "
-        "resets of the envs whose episode ended)",
+        "resets of the envs whose episode ended); floor: the callback path over a batch that does no work",
         "jax_version": jax.__version__,
         "target": f"callback / direct <= {TARGET_RATIO}",
         "results": results,

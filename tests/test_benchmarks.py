@@ -381,3 +381,22 @@ def test_walker_physics_quick_steps_both_engines(tmp_path):
 
     report = walker_physics.main(["--quick", "--out", str(tmp_path / "w.json")])
     assert all(rate > 0 for rate in report["env_steps_per_s"].values())
+
+
+def test_host_overhead_quick_times_direct_callback_and_idle_callback_paths(tmp_path):
+    """Three sides per case; the lowest reachable ratio is (floor + direct) / direct of the medians."""
+    pytest.importorskip("procgen", reason='procgen is not installed: pip install -e ".[procgen]"')
+    from benchmarks import host_overhead
+
+    out = tmp_path / "overhead.json"
+    report = host_overhead.main(["--quick", "--miniworld-batches", "", "--out", str(out)])
+    (row,) = report["results"]
+    seconds = row["seconds_per_rollout"]
+    assert set(seconds) == {"callback", "direct", "floor"} and row["num_envs"] == 2
+    for side, block in row["blocks"].items():
+        assert len(block["block_s_per_call"]) == 2 and seconds[side] == np.median(block["block_s_per_call"])
+    assert row["lowest_reachable_ratio"] == pytest.approx(
+        (seconds["floor"] + seconds["direct"]) / seconds["direct"]
+    )
+    assert row["floor_ms_per_step"] == pytest.approx(1e3 * seconds["floor"] / row["steps_per_rollout"])
+    assert json.loads(out.read_text())["results"][0]["env"] == "procgen_coinrun"
