@@ -103,7 +103,8 @@ Written by `python benchmarks/host_table.py` from the run directories (`runs/`, 
 the memory agent beyond Gridworld in a 3D Miniworld room (section 3.2, Fig. 4a) and on Procgen's
 CoinRun, Climber and Ninja (section 3.3, Fig. 4b-d); the paper shows plots only, so there are no
 published numbers to set beside ours. Both environments run on the host (Python) and are stepped from
-inside jitted trials through `jax.experimental.io_callback` (`envs_jax/host/`).
+inside jitted trials through `jax.experimental.io_callback` (`envs_jax/host/`). What the runs show
+and why, written by hand: `docs/host_envs_notes.md`.
 
 """
 
@@ -149,6 +150,10 @@ def last_eval(run: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def seed_count(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
 def method_row(name: str, label: str, run: dict[str, Any] | None) -> str:
     """A table row: the finished run's final evaluation, or an unfinished run's latest, marked."""
     if run is None:
@@ -157,14 +162,18 @@ def method_row(name: str, label: str, run: dict[str, Any] | None) -> str:
     if ev is None:
         return f"| {label} (`configs/{name}.yaml`) | no evaluation yet |  |  |  |  |"
     num_updates = run["config"].get("num_updates")
-    episodes = " / ".join(f"{m:+.2f} ± {s:.2f}" for m, s in zip(ev["mean"], ev["std"], strict=True))
+    spread = ev["seeds"] > 1  # one seed has no spread to show
+    episodes = " / ".join(
+        f"{m:+.2f} ± {s:.2f}" if spread else f"{m:+.2f}" for m, s in zip(ev["mean"], ev["std"], strict=True)
+    )
     success = " / ".join(f"{100 * s:.0f}%" for s in ev["success"])
-    total = f"**{ev['total'][0]:+.2f} ± {ev['total'][1]:.2f}**"
+    total = f"**{ev['total'][0]:+.2f} ± {ev['total'][1]:.2f}**" if spread else f"**{ev['total'][0]:+.2f}**"
+    seeds = seed_count(ev["seeds"])
     if run["summary"] is None:
-        state = f"unfinished: update {ev['update']:,} of {num_updates:,}, {ev['seeds']} seed(s)"
+        state = f"unfinished: update {ev['update']:,} of {num_updates:,}, {seeds}"
         wall = ""
     else:
-        state = f"{ev['seeds']} seeds, {num_updates:,} updates"
+        state = f"{seeds}, {num_updates:,} updates"
         wall = _common.run_wall_time(run["summary"])
     return f"| {label} (`configs/{name}.yaml`) | {episodes} | {total} | {success} | {state} | {wall} |"
 
@@ -202,7 +211,7 @@ def episode_figure(section: Section, runs: Path, out: Path, archive: Path) -> Pa
             continue
         drawn = True
         unfinished = run["summary"] is None
-        tag = f" (unfinished, update {ev['update']})" if unfinished else f" ({ev['seeds']} seeds)"
+        tag = f" (unfinished, update {ev['update']})" if unfinished else f" ({seed_count(ev['seeds'])})"
         style = "--" if unfinished else "-"
         ax_ep.plot(x, ev["mean"], style, color=f"C{i}", marker="o", label=label + tag)
         ax_ep.fill_between(x, ev["mean"] - ev["std"], ev["mean"] + ev["std"], color=f"C{i}", alpha=0.2, lw=0)

@@ -594,13 +594,13 @@ def test_host_table_shows_each_episode_of_the_latest_evaluation_beside_the_refer
     assert "-0.10 ± 0.10 / +0.10 ± 0.10 / +0.30 ± 0.10 / +0.50 ± 0.10 / +0.70 ± 0.10" in memory
     assert "**+1.50 ± 0.50**" in memory and "50% / 50%" in memory and "2 seeds, 400 updates" in memory
     assert "10.0 min (compile 20 s)" in memory
-    assert "unfinished: update 100 of 400, 1 seed(s)" in rows["SNAIL (`configs/snail_miniworld.yaml`)"]
+    assert "unfinished: update 100 of 400, 1 seed |" in rows["SNAIL (`configs/snail_miniworld.yaml`)"]
     assert "not run yet" in rows["PPO finetune (`configs/ppo_finetune_miniworld.yaml`)"]
     # The three-box searcher: -1/3, +1/3, then the goal every time.
     assert "-0.33 / +0.33 / +1.00 / +1.00 / +1.00 | +3.00" in rows["*Bayes-optimal*"]
     coinrun_memory = rows["Memory (`configs/memory_coinrun.yaml`)"]
-    assert "+0.00 ± 0.00 / +10.00 ± 0.00 / +10.00 ± 0.00 / +0.00 ± 0.00 / +10.00 ± 0.00" in coinrun_memory
-    assert "**+30.00 ± 0.00**" in coinrun_memory and "unfinished: update 25 of 100" in coinrun_memory
+    assert "| +0.00 / +10.00 / +10.00 / +0.00 / +10.00 | **+30.00** |" in coinrun_memory
+    assert "1 seed" in coinrun_memory and "unfinished: update 25 of 100" in coinrun_memory
     assert "not run yet" in rows["SNAIL (`configs/snail_coinrun.yaml`)"]
     # The search expert labelling CoinRun completes every held-out level it was measured on.
     expert = rows["*search expert (held-out levels 200-249)*"]

@@ -325,6 +325,12 @@ def test_the_trial_gif_draws_every_step_of_every_episode(tmp_path):
     assert captions[0] == "episode 1/2, bank: 0 failures, step 0"
     held = int(failure_bank.size(jax.tree.map(lambda x: x[1], out.observed))[0])  # after episode 1
     assert captions[-1].startswith(f"episode 2/2, bank: {held} failure")
+    # Each episode's last frames say how it ended: a Gridworld episode ends at the goal (+1), on a trap
+    # (-1) or at the time limit (0).
+    for k in range(2):
+        ending = {1.0: "goal, +1", -1.0: "trap, -1", 0.0: "time limit, +0"}[float(out.returns[k, 0])]
+        last = int(steps[: k + 1].sum()) + 3 * (k + 1) - 1
+        assert captions[last].endswith(f"step {steps[k]}: {ending}"), captions[last]
     path = failure_replay.animate_trial(
         parts.network, env, env_params, params, task, 2, N, tmp_path / "t.gif"
     )

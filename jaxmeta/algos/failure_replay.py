@@ -394,7 +394,12 @@ def trial_frames(
         else:
             final = enlarged(np.asarray(one.next_obs[steps - 1]))
         outcome = float(out.returns[k, 0])
-        ending = "goal, +1" if outcome > 0 else ("trap, -1" if outcome < 0 else "time limit, 0")
+        if bool(one.success[steps - 1]):
+            ending = f"goal, {outcome:+g}"
+        elif bool(one.truncated[steps - 1]):
+            ending = f"time limit, {outcome:+g}"
+        else:  # ended without the goal: a trap (Gridworld, the room), a death (Procgen)
+            ending = f"{'trap' if outcome < 0 else 'failed'}, {outcome:+g}"
         frames += [final] * 3  # linger on how the episode ended
         captions += [f"{prefix}, step {steps}: {ending}"] * 3
     return frames, captions
