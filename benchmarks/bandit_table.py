@@ -194,7 +194,8 @@ def rl2_cells(runs_dir: Path, n: int, k: int, archive: Path = _common.ARCHIVE_DI
         "paper": paper,
         "relative_gap": (mean - paper) / paper,
         "within_target": abs(mean - paper) / paper <= TARGET,
-        "updates": summaries[0].get("updates_run"),
+        "updates": summaries[0].get("num_updates") or summaries[0].get("updates_run"),
+        "updates_run": summaries[0].get("updates_run"),  # fewer than "updates" after a resume
         "env_steps_per_seed": summaries[0].get("final_train", {}).get("env_steps", {}).get("mean"),
         "wall_time_s": sum(s.get("wall_time_s") or 0.0 for s in summaries),
         "compile_s": sum(s.get("compile_s") or 0.0 for s in summaries),
@@ -279,9 +280,13 @@ def write_doc(report: dict[str, Any], path: Path) -> None:
             per_seed = ", ".join(f"{v:.2f}" for v in cell["per_seed"])
             wall = (cell.get("wall_time_s") or float("nan")) / 60
             steps, compile_s = cell.get("env_steps_per_seed") or 0, cell.get("compile_s") or 0
+            updates, updates_run = cell.get("updates"), cell.get("updates_run")
+            resumed = ""
+            if updates_run is not None and updates_run != updates:
+                resumed = f" for the last {updates_run:,} updates (resumed)"
             lines.append(
-                f"| {n}, {k} | {per_seed} | {cell.get('updates') or '-'} | {steps:,.0f} | "
-                f"{wall:.1f} min ({compile_s:.0f} s) |"
+                f"| {n}, {k} | {per_seed} | {updates or '-'} | {steps:,.0f} | "
+                f"{wall:.1f} min ({compile_s:.0f} s){resumed} |"
             )
     else:
         lines.append("None has finished yet.")
