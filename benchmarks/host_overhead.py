@@ -192,18 +192,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200, help="steps per rollout")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved blocks per side")
-    parser.add_argument("--procgen-batches", default="8,64", help="batch sizes for CoinRun")
-    parser.add_argument("--miniworld-batches", default="8", help="batch sizes for the three-box room")
+    parser.add_argument("--procgen-batches", default=None, help="batch sizes for CoinRun (8,64; quick: 2)")
+    parser.add_argument(
+        "--miniworld-batches", default=None, help="batch sizes for the three-box room (8; quick: 2)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
     parser.add_argument("--out", default=None, help=f"JSON results (default without --quick: {DEFAULT_OUT})")
     args = parser.parse_args(argv)
-    if args.quick:  # tiny sizes; batch sizes given on the command line are kept
-        given = argv if argv is not None else sys.argv[1:]
+    if args.quick:  # tiny sizes
         args.steps, args.repeats = 20, 2
-        if not any(a.startswith("--procgen-batches") for a in given):
-            args.procgen_batches = "2"
-        if not any(a.startswith("--miniworld-batches") for a in given):
-            args.miniworld_batches = "2"
+    if args.procgen_batches is None:
+        args.procgen_batches = "2" if args.quick else "8,64"
+    if args.miniworld_batches is None:
+        args.miniworld_batches = "2" if args.quick else "8"
     out = args.out if args.out or args.quick else str(DEFAULT_OUT)
     load_start = _common.load_average()
     plan = [("procgen_coinrun", int(b)) for b in args.procgen_batches.split(",") if b] + [
