@@ -14,15 +14,22 @@ script reads the run directories that exist (``summary.json``,
 
 Runs that do not exist yet are listed as such; a run that has not finished
 (no ``summary.json``) is drawn dashed in the learning curves and listed with
-its last evaluated total. Run directories written before the platform
-refactor (issue 11) are read too: their ``config.yaml`` through
+its last evaluated total. Every finished run read from ``runs/`` is archived
+(its ``config.yaml``, ``summary.json`` and thinned ``metrics.jsonl``) under
+``benchmarks/results/runs/NAME`` (``_common.archive_run``), which is read when
+``runs/NAME`` is gone; a run lost before records were kept has its table row in
+``benchmarks/results/gridworld_recorded.json`` (per-episode means and stds,
+no learning curve): it is listed and drawn in Fig. 2 from there, marked ‡, and
+a curve figure none of whose runs kept a curve is left as committed. Run
+directories written before the platform refactor (issue 11) are read too: their ``config.yaml`` through
 ``jaxmeta.config.migrate_legacy``, their optimum from ``optimal_episode_return``,
 and, as they recorded no ``references``, their expert-imitation reference is
 simulated on fresh tasks (``envs_jax.gridworld.imitation_reference``). ``--gif
 RUN_DIR`` also renders one held-out trial of a trained memory agent to
 ``docs/figures/memory_trial.gif`` (``benchmarks/gif.py``).
 
-    python benchmarks/paper_figures.py [--runs runs] [--out docs] [--gif runs/memory_x3]
+    python benchmarks/paper_figures.py [--runs runs] [--out docs] [--archive benchmarks/results/runs]
+        [--recorded benchmarks/results/gridworld_recorded.json] [--gif runs/memory_x3]
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 
@@ -54,12 +61,14 @@ FIG2 = {
         ("memory_temporal_x2", "Memory + Temporal"),
         ("snail_x2", "SNAIL"),
         ("ppo_finetune_x2", "PPO finetune"),
+        ("rl2_x2", "RL^2"),
     ],
     3: [
         ("memory_x3", "Memory"),
         ("memory_temporal_x3", "Memory + Temporal"),
         ("snail_x3", "SNAIL"),
         ("ppo_finetune_x3", "PPO finetune"),
+        ("rl2_x3", "RL^2"),
     ],
 }
 # Runs beyond the paper's settings: in the table, and drawn dotted in Fig. 2 in their method's colour.
@@ -97,7 +106,8 @@ Written by `python benchmarks/paper_figures.py` from the run directories in
 (`python -m jaxmeta.train config=configs/NAME.yaml`). Protocol: held-out tasks
 (256), the bank starts empty, 5 episodes of the same task, after each failed
 episode its last L steps join the bank (SNAIL instead sees all frames of the
-trial; PPO finetune takes PPO steps after each episode). Mean over tasks, then
+trial; RL^2 carries its GRU state through the trial; PPO finetune takes PPO
+steps after each episode). Mean over tasks, then
 mean ± std over seeds. The optimum is the Bayes-optimal searcher of
 `envs_jax.optimal_returns` (X=2: 0, 1, 1, 1, 1; X=3: -1/3, 1/3, 1, 1, 1).
 Beside it, "expert imitation" is the return per episode of a policy that
@@ -130,6 +140,29 @@ IMITATION_TASKS = 4096
 IMITATION_SEED = 0
 BAYES, IMITATION = "Bayes-optimal", "expert imitation"
 FRESH_MARK = "†"
+RECORDED_MARK = "‡"
+
+
+class Sources(NamedTuple):
+    """Where runs are read from: live run directories, their archived records (written too), and the
+    rows kept for runs lost before records were kept. A bare directory (``Path``) reads only that
+    directory."""
+
+    runs: Path
+    archive: Path | None = _common.ARCHIVE_DIR
+    recorded: Path | None = _common.RESULTS_DIR / "gridworld_recorded.json"
+
+
+def as_sources(runs: Path | Sources) -> Sources:
+    return runs if isinstance(runs, Sources) else Sources(Path(runs), None, None)
+
+
+def run_dir(sources: Sources, name: str) -> Path | None:
+    """The directory to read run ``name`` from (:func:`_common.find_run`), None if there is none."""
+    if sources.archive is None:
+        live = sources.runs / name
+        return live if (live / "metrics.jsonl").exists() or (live / "summary.json").exists() else None
+    return _common.find_run(sources.runs, name, sources.archive)
 
 
 def run_config(run: Path) -> dict[str, Any]:
@@ -137,17 +170,44 @@ def run_config(run: Path) -> dict[str, Any]:
     return _common.read_run_config(run)[0]
 
 
-def load_run(runs: Path, name: str) -> dict[str, Any] | None:
+def load_run(runs: Path | Sources, name: str) -> dict[str, Any] | None:
     """A finished run's ``summary.json`` with its held-out learning curve, ``num_blocks`` (X, from its
-    ``config.yaml``) and ``refs`` (:func:`run_references`); None if it has not finished."""
-    run = runs / name
-    if not (run / "summary.json").exists():
-        return None
+    ``config.yaml``) and ``refs`` (:func:`run_references`), its record archived; else the row kept for
+    it (:func:`recorded_run`); None if it has not finished and nothing is kept."""
+    sources = as_sources(runs)
+    run = run_dir(sources, name)
+    if run is None or not (run / "summary.json").exists():
+        return recorded_run(sources, name)
+    if sources.archive is not None:
+        _common.archive_run(run, sources.archive)
     summary = json.loads((run / "summary.json").read_text())
     config = run_config(run)
     summary["curve"] = load_curve(run)
     summary["num_blocks"] = config["env"]["num_blocks"]
     summary["refs"], summary["imitation_fresh"] = run_references(summary, config)
+    summary["recorded"] = False
+    return summary
+
+
+def recorded_run(sources: Sources, name: str) -> dict[str, Any] | None:
+    """The row kept for run ``name`` whose directory was lost (``sources.recorded``) in :func:`load_run`'s
+    shape: per-episode mean and std over seeds, no per-seed values and no curve; None if none is kept."""
+    if sources.recorded is None or not sources.recorded.exists():
+        return None
+    row = json.loads(sources.recorded.read_text())["runs"].get(name)
+    if row is None:
+        return None
+    summary = {
+        "eval": {"episode_return": dict(row["episode_return"])},
+        "seeds": row["seeds"],
+        "total": row["total"],
+        "total_std": row["total_std"],
+        "wall_time": row["wall_time"],
+        "curve": None,
+        "num_blocks": row["num_blocks"],
+        "recorded": True,
+    }
+    summary["refs"], summary["imitation_fresh"] = run_references(summary, {"env": row["env"]})
     return summary
 
 
@@ -200,18 +260,19 @@ def load_curve(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     return seed_curve(series) if series else None
 
 
-def unfinished(runs: Path, name: str) -> dict[str, Any] | None:
+def unfinished(runs: Path | Sources, name: str) -> dict[str, Any] | None:
     """What an unfinished run (no ``summary.json``) has evaluated so far; None if nothing."""
-    curve = load_curve(runs / name)
+    run = run_dir(as_sources(runs), name)
+    curve = None if run is None else load_curve(run)
     if curve is None:
         return None
-    config = run_config(runs / name)
+    config = run_config(run)
     return {"curve": curve, "num_updates": config["num_updates"], "num_blocks": config["env"]["num_blocks"]}
 
 
 def per_episode(
     ax: Any,
-    runs: Path,
+    runs: Path | Sources,
     entries: list[tuple[str, str]],
     num_blocks: int,
     title: str,
@@ -253,20 +314,31 @@ def per_episode(
     ax.legend(fontsize=7, loc="lower right")
 
 
-def steps_per_update(runs: Path, name: str) -> int:
+def steps_per_update(runs: Path | Sources, name: str) -> int:
     """Training env steps of one update of a run: trials per update x steps per trial."""
-    trial = run_config(runs / name)["algo"]["trial"]
+    trial = run_config(run_dir(as_sources(runs), name))["algo"]["trial"]
     return int(trial["batch_size"]) * int(trial["num_steps"])
 
 
-def curves(ax: Any, runs: Path, entries: list[tuple[str, str]], title: str, against: str = "update") -> None:
+def has_curves(runs: Path | Sources, entries: list[tuple[str, str]]) -> bool:
+    """Whether any of ``entries`` has a learning curve to draw (rows kept for lost runs have none)."""
+    sources = as_sources(runs)
+    return any(load_curve(d) is not None for name, _ in entries if (d := run_dir(sources, name)) is not None)
+
+
+def curves(
+    ax: Any, runs: Path | Sources, entries: list[tuple[str, str]], title: str, against: str = "update"
+) -> None:
     """Held-out 5-episode return during training, against updates or (``against="env_steps"``) the
     training env steps so far: an update of 300-step trials (LH) holds 3.75x the steps of an
     80-step one (NH), so per update the long horizon sees more experience."""
-    units = set()
+    units, not_kept = set(), []
     for i, (name, label) in enumerate(entries):
         run = load_run(runs, name)
         style = {}
+        if run is not None and run["recorded"]:
+            not_kept.append(label)
+            continue
         if run is None:  # still training (or stopped): draw what it has evaluated, dashed
             run = unfinished(runs, name)
             if run is None:
@@ -292,12 +364,24 @@ def curves(ax: Any, runs: Path, entries: list[tuple[str, str]], title: str, agai
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:  # none of the runs exists yet: no legend
         ax.legend(fontsize=7, loc="lower right")
-    else:
+    elif not not_kept:
         ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center", color="gray")
+    if not_kept:
+        ax.text(
+            0.02,
+            0.98,
+            f"curves not kept: {', '.join(not_kept)}",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=6,
+            color="gray",
+        )
 
 
 def wall_time(run: dict[str, Any]) -> str:
     """The run's wall time; a resumed run's summary covers only its last part, and says so."""
+    if run.get("recorded"):
+        return run["wall_time"]
     text = f"{run['wall_time_s'] / 60:.1f} min"
     if run.get("updates_run", run["num_updates"]) < run["num_updates"]:
         text += f" (the last {run['updates_run']} of {run['num_updates']} updates; resumed)"
@@ -317,10 +401,10 @@ def _cells(*values: Any) -> str:
     return "|" + "|".join(f" {c} " if c else " " for c in cells) + "|"
 
 
-def results_table(runs: Path) -> str:
+def results_table(runs: Path | Sources) -> str:
     """The results table: a row per configured run (finished, unfinished or not run yet), after the
     reference rows of each X that has a finished run (Bayes optimum, expert imitation)."""
-    rows, refs_by_x, any_fresh = [], {}, False
+    rows, refs_by_x, any_fresh, any_recorded = [], {}, False, False
     seen = set()
     for name, label in [*FIG2[2], *EXTRA[2], *FIG2[3], *EXTRA[3], *FIG3_LENGTH, *FIG3_RESET]:
         if name in seen:
@@ -346,7 +430,10 @@ def results_table(runs: Path) -> str:
         ev = run["eval"]["episode_return"]
         per = ", ".join(f"{m:.2f}±{s:.2f}" for m, s in zip(ev["mean"], ev["std"], strict=True))
         total = float(np.sum(ev["mean"]))
-        total_std = float(np.std(np.sum(ev["per_seed"], axis=1)))
+        if run["recorded"]:  # as printed then: the total of the unrounded means
+            total, total_std, any_recorded = run["total"], run["total_std"], True
+        else:
+            total_std = float(np.std(np.sum(ev["per_seed"], axis=1)))
         refs, fresh = run["refs"], run["imitation_fresh"]
         any_fresh |= fresh
         optimum = float(np.sum(refs[BAYES]))
@@ -359,7 +446,7 @@ def results_table(runs: Path) -> str:
             refs_by_x[x] = (refs, fresh)
         rows.append(
             _cells(
-                f"`configs/{name}.yaml`",
+                f"`configs/{name}.yaml`{RECORDED_MARK if run['recorded'] else ''}",
                 label,
                 x,
                 per,
@@ -387,6 +474,13 @@ def results_table(runs: Path) -> str:
             "tasks of the run's environment: the run's `summary.json` has no `references` (written before "
             "they were recorded).",
         ]
+    if any_recorded:
+        lines += [
+            "",
+            f"{RECORDED_MARK} The run directory was lost with an earlier session's machine, before this "
+            "script archived run records; the row as it printed it then "
+            "(`benchmarks/results/gridworld_recorded.json`), its learning curve not kept.",
+        ]
     return "\n".join(lines)
 
 
@@ -394,11 +488,27 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default=str(ROOT / "runs"))
     parser.add_argument("--out", default=str(ROOT / "docs"))
+    parser.add_argument("--archive", default=str(_common.ARCHIVE_DIR), help="run records (read, written)")
+    parser.add_argument(
+        "--recorded",
+        default=str(_common.RESULTS_DIR / "gridworld_recorded.json"),
+        help="table rows of runs lost before records were kept",
+    )
     parser.add_argument("--gif", default=None, help="a trained memory run directory to animate")
     args = parser.parse_args(argv)
-    runs, out = Path(args.runs), Path(args.out)
+    runs = Sources(Path(args.runs), Path(args.archive), Path(args.recorded))
+    out = Path(args.out)
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
+
+    def curves_figure(entries: list[tuple[str, str]], path: Path) -> bool:
+        """Whether to draw a learning-curve figure: not when every run of it that exists is a kept row
+        without a curve and the figure is already there (it was drawn when the runs were)."""
+        lost = any(recorded_run(runs, name) is not None for name, _ in entries)
+        if lost and not has_curves(runs, entries) and path.exists():
+            print(f"kept {path}: the learning curves of its runs were not kept")
+            return False
+        return True
 
     for x in (2, 3):
         fig, ax = plt.subplots(figsize=(5.2, 3.8))
@@ -412,18 +522,20 @@ def main(argv: list[str] | None = None) -> None:
     fig.tight_layout()
     fig.savefig(figures / "fig3a_length.png", dpi=120)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5.6, 3.8))
-    curves(ax, runs, FIG3_LENGTH, "X=3: learning curves for L")
-    fig.tight_layout()
-    fig.savefig(figures / "fig3b_length_curves.png", dpi=120)
-    plt.close(fig)
+    if curves_figure(FIG3_LENGTH, figures / "fig3b_length_curves.png"):
+        fig, ax = plt.subplots(figsize=(5.6, 3.8))
+        curves(ax, runs, FIG3_LENGTH, "X=3: learning curves for L")
+        fig.tight_layout()
+        fig.savefig(figures / "fig3b_length_curves.png", dpi=120)
+        plt.close(fig)
     # Fig. 3c per update as in the paper, and per env step: an LH update holds 3.75x the steps.
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    curves(axes[0], runs, FIG3_RESET, "X=3: reset mode and trial horizon, per update")
-    curves(axes[1], runs, FIG3_RESET, "... per training env step", against="env_steps")
-    fig.tight_layout()
-    fig.savefig(figures / "fig3c_reset.png", dpi=120)
-    plt.close(fig)
+    if curves_figure(FIG3_RESET, figures / "fig3c_reset.png"):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        curves(axes[0], runs, FIG3_RESET, "X=3: reset mode and trial horizon, per update")
+        curves(axes[1], runs, FIG3_RESET, "... per training env step", against="env_steps")
+        fig.tight_layout()
+        fig.savefig(figures / "fig3c_reset.png", dpi=120)
+        plt.close(fig)
     table = results_table(runs)
     print(table)
     (out / "results.md").write_text(RESULTS_HEADER + table + "\n")

@@ -219,7 +219,8 @@ def test_paper_figures_table_and_gif_from_run_directories(trained_runs, tmp_path
     legacy_copy(runs / "memory_x2", mine / "memory_temporal_x2")
     monkeypatch.setattr(paper_figures, "IMITATION_TASKS", 512)  # fresh tasks for the old run's reference
     docs = tmp_path / "docs"
-    paper_figures.main(["--runs", str(mine), "--out", str(docs), "--gif", str(mine / "memory_x2")])
+    none = ["--archive", str(tmp_path / "archive"), "--recorded", str(tmp_path / "none.json")]
+    paper_figures.main(["--runs", str(mine), "--out", str(docs), *none, "--gif", str(mine / "memory_x2")])
     for name in ("fig2_x2", "fig2_x3", "fig3a_length", "fig3b_length_curves", "fig3c_reset"):
         assert (docs / "figures" / f"{name}.png").stat().st_size > 1000
     assert (docs / "figures" / "memory_trial.gif").stat().st_size > 1000
@@ -304,6 +305,49 @@ def test_paper_figures_draw_and_list_an_unfinished_run(trained_runs, tmp_path):
     dashed = lines[label]
     assert dashed.get_linestyle() == "--"
     np.testing.assert_allclose(dashed.get_ydata()[-1], sum(totals) / len(totals), rtol=1e-6)
+    plt.close(fig)
+
+
+def test_paper_figures_archive_runs_and_list_the_rows_kept_for_lost_ones(trained_runs, tmp_path):
+    runs, _ = trained_runs
+    mine, archive = tmp_path / "runs", tmp_path / "archive"
+    shutil.copytree(runs / "memory_x2", mine / "memory_x2")
+    kept = {
+        "num_blocks": 2,
+        "episode_return": {"mean": [0.1, 0.5, 0.6, 0.7, 0.8], "std": [0.01, 0.02, 0.03, 0.04, 0.05]},
+        "total": 2.704,
+        "total_std": 0.12,
+        "seeds": 3,
+        "wall_time": "12.0 min",
+        "env": {"id": "Gridworld-v0", "size": 5, "num_blocks": 2, "max_steps_in_episode": 10},
+    }
+    recorded = tmp_path / "recorded.json"
+    recorded.write_text(json.dumps({"note": "test", "runs": {"snail_x2": kept, "memory_x3_L2": kept}}))
+    sources = paper_figures.Sources(mine, archive, recorded)
+    table = paper_figures.results_table(sources)
+    # The finished run is archived; read again from the archive alone once its directory is gone.
+    assert (archive / "memory_x2" / "summary.json").exists()
+    shutil.rmtree(mine / "memory_x2")
+    again = paper_figures.results_table(sources)
+    row = next(line for line in table.splitlines() if line.startswith("| `configs/memory_x2.yaml`"))
+    assert row in again.splitlines() and "‡" not in row
+    # The kept row: its printed total and spread, marked, with a note under the table.
+    row = next(line for line in table.splitlines() if line.startswith("| `configs/snail_x2.yaml`‡"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:5] == ["SNAIL", "2", "0.10±0.01, 0.50±0.02, 0.60±0.03, 0.70±0.04, 0.80±0.05", "2.70±0.12"]
+    assert cells[5] == "4.00" and cells[6] == "68%" and cells[8:] == ["3", "12.0 min"]
+    assert "‡ The run directory was lost" in table
+    # A bare directory reads only that directory: no kept rows.
+    assert "not run yet" in paper_figures.results_table(mine).split("snail_x2.yaml`")[1].splitlines()[0]
+    # Fig. 2 draws the kept row; a learning-curve panel names the runs whose curves were not kept.
+    fig, ax = plt.subplots()
+    paper_figures.per_episode(ax, sources, paper_figures.FIG2[2], 2, "X=2")
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    np.testing.assert_allclose(lines["SNAIL (3 seeds)"].get_ydata(), kept["episode_return"]["mean"])
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    paper_figures.curves(ax, sources, paper_figures.FIG3_LENGTH, "L")
+    assert not ax.get_lines() and any("curves not kept: L=2" in t.get_text() for t in ax.texts)
     plt.close(fig)
 
 
