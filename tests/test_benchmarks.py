@@ -350,7 +350,9 @@ def test_rl2_cells_merge_single_seed_runs(tmp_path):
     def part(name, per_seed, wall):
         run = tmp_path / "runs" / name
         run.mkdir(parents=True)
-        summary = {"eval": {"total_return": {"per_seed": per_seed}}, "wall_time_s": wall, "compile_s": 1.0}
+        per_pull = [[t / 10] * 10 for t in per_seed]  # n = 10 pulls, one an episode
+        evaluation = {"total_return": {"per_seed": per_seed}, "episode_return": {"per_seed": per_pull}}
+        summary = {"eval": evaluation, "wall_time_s": wall, "compile_s": 1.0}
         (run / "summary.json").write_text(json.dumps(summary))
         (run / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "update": 0, "seed": 0}) + "\n")
 
@@ -359,8 +361,32 @@ def test_rl2_cells_merge_single_seed_runs(tmp_path):
     cell = bandit_table.rl2_cells(tmp_path / "runs", 10, 5, tmp_path / "archive")
     assert cell["per_seed"] == [6.0, 7.0] and cell["mean"] == 6.5 and cell["std_over_seeds"] == 0.5
     assert cell["wall_time_s"] == 150.0 and cell["runs"] == 2
+    assert cell["per_pull"] == pytest.approx([0.65] * 10)  # pooled over the seeds of both parts
     assert (tmp_path / "archive" / "rl2_bandit_n10_k5_s2" / "summary.json").exists()
     assert bandit_table.rl2_cells(tmp_path / "runs", 10, 10, tmp_path / "archive") is None
+
+
+def test_bandit_trial_profile_splits_trials_into_tenths():
+    from benchmarks import bandit_table
+
+    rising = np.arange(20) / 20  # a policy that earns more with every pull
+    assert bandit_table.parts_of_trial(rising) == pytest.approx([(2 * i + 0.5) / 20 for i in range(10)])
+    assert bandit_table.parts_of_trial(np.ones(15)) is None  # 15 pulls do not split into tenths
+    cells = {
+        "rl2": {"per_pull": rising.tolist()},
+        "greedy": {"tuned": {}},
+        "ucb1": {"tuned": {"value": 0.2}},
+        "gittins": {"tuned": {"value": 0.9}},
+    }
+    profile = bandit_table.trial_profile(20, 3, cells)
+    assert profile["rl2"] == bandit_table.parts_of_trial(rising)
+    for name in ("greedy", "ucb1", "gittins"):
+        tenths = np.asarray(profile[name])
+        assert tenths.shape == (10,) and ((tenths >= 0) & (tenths <= 1)).all()
+    # Greedy on the Beta(1, 1) posterior, first tenth = pulls 1-2: arm 0 (E[p] = 1/2), then arm 0 again
+    # after a success (E[p | success] = 2/3) or arm 1 after a failure (1/2): (1/2 + 7/12) / 2 = 13/24.
+    # 2000 tasks: a standard error of ~0.009.
+    assert abs(profile["greedy"][0] - 13 / 24) < 0.035
 
 
 @pytest.mark.slow  # compiles six POET iterations (~1 min here)
