@@ -6,7 +6,9 @@ Each run is a config ``configs/ec_{method}_{game}.yaml`` trained with
 (3 seeds vectorised in one program). This script reads the runs that exist, finished or still training,
 copies each one's small record into ``benchmarks/results/runs/`` (``_common.archive_run``: the table
 survives when ``runs/`` is gone), falls back to those records and then to the cells recorded in
-``benchmarks/results/episodic_recorded.json`` (runs lost before records were kept), and writes
+``benchmarks/results/episodic_recorded.json`` (runs lost before records were kept: a whole run's cells,
+mean and std, or a single-seed part's returns at the table's frame counts, merged with the other parts
+as if it were on disk), and writes
 ``docs/episodic.md`` (per game a table with rows = frames and columns = methods, mean +- std
 over seeds of the evaluation return at that frame count, and the wall time and speed of each run) and
 ``docs/figures/episodic.png`` (evaluation return against frames, one panel per game).
@@ -92,7 +94,11 @@ def load(sources: Sources, name: str) -> dict[str, Any] | None:
     whole, *split = _common.run_names(name)
     if (run := load_one(sources, whole)) is not None:
         return run
-    parts = [part for part_name in split if (part := load_one(sources, part_name)) is not None]
+    parts = [
+        part
+        for part_name in split
+        if (part := load_one(sources, part_name) or recorded_part(sources, part_name)) is not None
+    ]
     if not parts:
         return None
     table: dict[str, Any] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
@@ -110,7 +116,29 @@ def load(sources: Sources, name: str) -> dict[str, Any] | None:
             "compile_s": sum(s["compile_s"] for s in summaries),
             "samples_per_s": float(np.mean([s.get("samples_per_s") or 0.0 for s in summaries])),
         }
-    return {"table": table, "summary": summary, "config": parts[0]["config"], "parts": len(parts)}
+    return {
+        "table": table,
+        "summary": summary,
+        "config": parts[0]["config"],
+        "parts": len(parts),
+        "recorded_parts": sum(bool(part.get("recorded")) for part in parts),
+    }
+
+
+def recorded_part(sources: Sources, name: str) -> dict[str, Any] | None:
+    """A lost single-seed part ``NAME_sI`` from its recorded entry (``seed_returns``: its return at each of
+    the table's frame counts; ``frames_per_update``; its summary's times) in :func:`load_one`'s shape, so
+    that it merges with the other parts; ``None`` if there is no such entry."""
+    entry = recorded(sources, name)
+    if entry is None or "seed_returns" not in entry:
+        return None
+    table: dict[str, Any] = {"eval": {"eval/return": {}}, "train": {"env_steps": {}}}
+    for frame, value in entry["seed_returns"].items():
+        update = int(frame) // int(entry["frames_per_update"])
+        table["eval"]["eval/return"][update] = {0: float(value)}
+        table["train"]["env_steps"][update] = {0: float(frame)}
+    summary = {key: entry[key] for key in ("wall_time_s", "compile_s", "samples_per_s")}
+    return {"table": table, "summary": summary, "config": {}, "recorded": True}
 
 
 def load_one(sources: Sources, name: str) -> dict[str, Any] | None:
@@ -180,6 +208,8 @@ def game_table(sources: Sources, game: str) -> list[str]:
             continue
         summary, parts = run["summary"], run.get("parts")
         split = f" as {parts} single-seed run(s) `{name}_sI`" if parts else ""
+        if run.get("recorded_parts"):
+            split += f" ({run['recorded_parts']} of them recorded: run directory lost, no curve)"
         if summary is None:
             last = max(run["table"]["eval"]["eval/return"])
             status = f"training{split} (last evaluation at update {last:,})"

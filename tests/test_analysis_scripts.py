@@ -448,15 +448,22 @@ def test_episodic_table_reads_returns_at_the_lecture_frame_counts(tmp_path):
     recorded = tmp_path / "recorded.json"  # a lost run: only its cells were kept
     cells = {"100000": [3.25, 0.5], "1000000": [8.0, 2.0]}
     entry = {"returns": cells, "wall_time": "5.0 min", "frames_per_s": 99}
-    recorded.write_text(json.dumps({"runs": {"ec_mfec_asterix": entry}}))
+    # A lost single-seed part (its returns at the frame counts) beside a live part of the same run.
+    part = {"seed_returns": {"100000": 2.0, "250000": 5.0}, "frames_per_update": 50_000}
+    part.update(wall_time_s=300.0, compile_s=3.0, samples_per_s=10.0)
+    run("ec_dqn_asterix_s1", {2: [4.0], 5: [9.0], 20: [12.0]}, finished)
+    recorded.write_text(json.dumps({"runs": {"ec_mfec_asterix": entry, "ec_dqn_asterix_s0": part}}))
     archive = tmp_path / "archive"
     argv = ["--runs", str(runs), "--out", str(tmp_path / "docs"), "--archive", str(archive)]
     text = episodic_table.main([*argv, "--recorded", str(recorded)])
     asterix = text.split("## Asterix-MinAtar")[1].split("## Freeway")[0]
     rows_a = {line.split("|")[1].strip(): line for line in asterix.splitlines() if line.startswith("| ")}
-    assert rows_a["100,000"].split("|")[2:5] == [" - ", " 3.2 ± 0.5 ", " - "]
-    assert rows_a["250,000"].split("|")[2:5] == [" - ", " - ", " - "]
+    assert rows_a["100,000"].split("|")[2:5] == [" - ", " 3.2 ± 0.5 ", " 3.0 ± 1.0 "]  # DQN: 2 and 4
+    assert rows_a["250,000"].split("|")[2:5] == [" - ", " - ", " 7.0 ± 2.0 "]  # 5 and 9
+    assert rows_a["1,000,000"].split("|")[2:5] == [" - ", " 8.0 ± 2.0 ", " 12.0 ± 0.0 "]  # the live part only
     assert "finished (run directory lost; cells as recorded) | 5.0 min | 99 |" in asterix
+    assert "finished as 2 single-seed run(s) `ec_dqn_asterix_sI` (1 of them recorded" in asterix
+    assert "| 15.0 min (compile 12 s) in all, one after another |" in asterix
     freeway = text.split("## Freeway-MinAtar")[1].split("## SpaceInvaders")[0]
     rows_f = {line.split("|")[1].strip(): line for line in freeway.splitlines() if line.startswith("| ")}
     assert rows_f["100,000"].split("|")[2] == " 5.0 ± 1.0 "
