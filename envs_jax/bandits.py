@@ -120,5 +120,11 @@ class BernoulliBandit(environment.Environment[EnvState, EnvParams]):
         state = EnvState(task=task, time=jnp.zeros((), jnp.int32))
         return self.get_obs(state), state
 
+    def best_expected_reward(self, task: BanditTask, params: EnvParams | None = None) -> jax.Array:
+        """The expected reward of a step on the best action of ``task``: its best arm's probability.
+        A pull's reward minus this is its regret (``algo.regret_rewards`` of ``rl2``)."""
+        del params
+        return task.probs.max(-1)
+
 
 __all__ = ["BanditTask", "BernoulliBandit", "EnvParams", "EnvState"]

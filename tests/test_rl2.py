@@ -173,6 +173,19 @@ def test_tiny_run_on_a_two_armed_bandit_beats_random_play(tmp_path):
     assert total > 5.5, total
 
 
+def test_regret_rewards_subtract_each_trials_best_arm():
+    import envs_jax
+
+    env, params = envs_jax.make("BernoulliBandit-v0", num_arms=3)
+    probs = np.array([[0.1, 0.7, 0.3], [0.9, 0.2, 0.4], [0.5, 0.5, 0.6]], np.float32)
+    tasks = env.sample_task(jax.random.PRNGKey(0), params).replace(probs=jnp.asarray(probs))
+    task_ids = jnp.array([2, 0, 0, 1])  # trial b plays task task_ids[b]
+    rewards = jnp.asarray(np.random.default_rng(0).integers(0, 2, (5, 4)), jnp.float32)  # [T, B]
+    regret = rl2.regret_rewards(env, params, rewards, tasks, task_ids)
+    best = np.array([0.6, 0.7, 0.7, 0.9])
+    np.testing.assert_allclose(np.asarray(regret), np.asarray(rewards) - best[None, :], rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [
@@ -180,6 +193,7 @@ def test_tiny_run_on_a_two_armed_bandit_beats_random_play(tmp_path):
         (["env.id=BernoulliBandit-v0", "env.num_arms=1"], "num_arms"),
         (["env.id=BernoulliBandit-v0", "algo.trial.num_steps=0"], "num_steps"),
         (["env.id=BernoulliBandit-v0", "algo.trial.batch_size=30"], "num_minibatches"),
+        (["env.id=Gridworld-v0", "algo.regret_rewards=true"], "best expected reward"),
     ],
 )
 def test_bad_configs_are_refused_naming_the_key(args, needle):

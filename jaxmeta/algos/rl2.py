@@ -96,6 +96,12 @@ class Config:
         min=0.0,
         min_exclusive=True,
     )
+    regret_rewards: bool = param(
+        False,
+        "train on each step's reward minus the task's best expected reward (its regret; the env's "
+        "best_expected_reward, e.g. the bandits'): the same optimum over fixed-length trials, without the "
+        "spread of returns between easy and hard tasks. Training only: evaluation reports rewards",
+    )
     max_grad_norm: float = param(0.5, "clip gradients to this global norm", min=0.0, min_exclusive=True)
     normalize_advantages: bool = param(True, "normalise advantages within each minibatch")
     num_train_tasks: int = param(
@@ -116,7 +122,12 @@ def validate_config(cfg: Any) -> None:
             f"algo.num_minibatches={algo.num_minibatches} must divide algo.trial.batch_size="
             f"{algo.trial.batch_size} (minibatches are whole trials)"
         )
-    _, env_params = make_env(cfg.env)
+    env, env_params = make_env(cfg.env)
+    if algo.regret_rewards and not hasattr(env, "best_expected_reward"):
+        raise ConfigError(
+            f"algo.regret_rewards needs an environment that knows a task's best expected reward per step "
+            f"(best_expected_reward, as BernoulliBandit-v0); {cfg.env.id} does not"
+        )
     episode = int(getattr(env_params, "max_steps_in_episode", 1))
     if algo.trial.num_steps < episode:
         raise ConfigError(
@@ -206,6 +217,19 @@ def trial_advantages(
     return pg.gae(rewards, values, trial_end, 0.0, gamma, gae_lambda)
 
 
+def regret_rewards(
+    env: Any, env_params: Any, rewards: jax.Array, tasks: Any, task_ids: jax.Array
+) -> jax.Array:
+    """Each step's regret: ``rewards [T, B]`` minus the best expected reward per step of trial ``b``'s
+    task (``tasks`` indexed by ``task_ids [B]``; ``env.best_expected_reward``). The subtracted amount is
+    the same for every policy at every step of a fixed-length trial, so the best policy is unchanged;
+    what goes is the spread of returns between easy and hard tasks, which the advantages must otherwise
+    see past."""
+    trial_tasks = jax.tree.map(lambda x: x[task_ids], tasks)
+    best = jax.vmap(env.best_expected_reward, in_axes=(0, None))(trial_tasks, env_params)
+    return rewards - best[None, :]
+
+
 # ----------------------------------------------------------------------------- wiring
 class Parts(NamedTuple):
     """What :func:`make` wires together, for tests and for users composing their own loop."""
@@ -284,10 +308,13 @@ def make_parts(cfg: Any) -> Parts:
         inputs = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), trial_inputs(data, num_actions))
         actions, rewards = data.action.T, data.reward.T
         dist, values = replay(network, state.params, inputs)
+        train_rewards = rewards
+        if algo_cfg.regret_rewards:
+            train_rewards = regret_rewards(env, env_params, rewards, tasks, task_ids)
         # The critic learns the scaled return: PPO's value clipping (clip_eps) is absolute, and a trial's
         # return of ~60 would let the value move by 0.2 an update; the policy sees normalised advantages.
         advantages, targets = trial_advantages(
-            algo_cfg.reward_scale * rewards, values, algo_cfg.gamma, algo_cfg.gae_lambda
+            algo_cfg.reward_scale * train_rewards, values, algo_cfg.gamma, algo_cfg.gae_lambda
         )
         ppo_batch = ppo.Batch(
             obs=inputs,
