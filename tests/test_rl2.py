@@ -53,15 +53,20 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def numpy_gru_logits(params, inputs: dict, num_actions: int) -> tuple[np.ndarray, np.ndarray]:
+def numpy_gru_logits(
+    params, inputs: dict, num_actions: int, reward_by_action: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Logits ``[T, A]`` and the final state of the network over one trial's inputs ``[T, ...]``,
-    in numpy from the parameters (flax's GRUCell equations), the state never reset."""
+    in numpy from the parameters (flax's GRUCell equations), the state never reset; with
+    ``reward_by_action`` the one-hot previous action times the previous reward joins the input."""
     p = jax.tree.map(np.asarray, params["params"])
     enc = p["encoder"]
     obs_dense = enc["obs_encoder"]["MLP_0"]["Dense_0"]
     obs = np.maximum(inputs["obs"] @ obs_dense["kernel"] + obs_dense["bias"], 0.0)
     action = np.eye(num_actions + 1)[inputs["prev_action"]]
     x = np.concatenate([obs, action, inputs["prev_reward"][:, None], inputs["prev_done"][:, None]], axis=1)
+    if reward_by_action:
+        x = np.concatenate([x, action * inputs["prev_reward"][:, None]], axis=1)
     x = np.tanh(x @ enc["Dense_0"]["kernel"] + enc["Dense_0"]["bias"])  # the network's activation
     cell = p["core"]["cell"]
     h = np.zeros(cell["hr"]["kernel"].shape[0])
@@ -80,8 +85,11 @@ def numpy_gru_logits(params, inputs: dict, num_actions: int) -> tuple[np.ndarray
     return np.array(logits), h
 
 
-def test_acting_and_replay_match_a_numpy_gru_that_never_resets_inside_a_trial():
-    cfg = bandit_config("/tmp/unused", 2, "algo.trial.num_steps=12")
+@pytest.mark.parametrize("reward_by_action", [False, True])
+def test_acting_and_replay_match_a_numpy_gru_that_never_resets_inside_a_trial(reward_by_action):
+    cfg = bandit_config(
+        "/tmp/unused", 2, "algo.trial.num_steps=12", f"algo.reward_by_action={reward_by_action}"
+    )
     parts = rl2.make_parts(cfg)
     state = jax.jit(parts.algo.init)(jax.random.PRNGKey(0))
     net, env, params = parts.network, parts.env, parts.env_params
@@ -107,13 +115,13 @@ def test_acting_and_replay_match_a_numpy_gru_that_never_resets_inside_a_trial():
     dist, _ = rl2.replay(net, state.params, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), inputs))
     for i in range(3):
         one = jax.tree.map(lambda x, i=i: np.asarray(x[i]), inputs)
-        logits, h = numpy_gru_logits(state.params, one, 2)
+        logits, h = numpy_gru_logits(state.params, one, 2, reward_by_action)
         np.testing.assert_allclose(np.asarray(dist.logits)[:, i], logits, atol=2e-5)
         np.testing.assert_allclose(np.asarray(final_hidden[i]), h, atol=2e-5)
         # A state reset at the episode boundaries would forget: compare with the numpy GRU run on the
         # last step alone.
         last = jax.tree.map(lambda x: x[-1:], one)
-        assert not np.allclose(numpy_gru_logits(state.params, last, 2)[1], h, atol=1e-3)
+        assert not np.allclose(numpy_gru_logits(state.params, last, 2, reward_by_action)[1], h, atol=1e-3)
     # Every trial starts afresh: the first step's input is the same ("no action yet") in every trial.
     np.testing.assert_array_equal(np.asarray(inputs["prev_action"][:, 0]), [2, 2, 2])
     np.testing.assert_allclose(np.asarray(dist.logits)[0, 0], np.asarray(dist.logits)[0, 1], atol=1e-6)

@@ -96,6 +96,11 @@ class Config:
         min=0.0,
         min_exclusive=True,
     )
+    reward_by_action: bool = param(
+        False,
+        "also feed the previous action one-hot times the previous reward (not in RL^2): each action's "
+        "own reward input, which the GRU can add up per action",
+    )
     regret_rewards: bool = param(
         False,
         "train on each step's reward minus the task's best expected reward (its regret; the env's "
@@ -149,7 +154,7 @@ def make_network(algo_cfg: Config, obs_space: Any, num_actions: int) -> Recurren
         conv_channels=tuple(algo_cfg.conv_channels),
     )
     return RecurrentActorCritic(
-        TrialStepEncoder(obs_encoder, num_actions, algo_cfg.features),
+        TrialStepEncoder(obs_encoder, num_actions, algo_cfg.features, algo_cfg.reward_by_action),
         head_for(spaces.Discrete(num_actions)),
         gru_size=algo_cfg.gru_size,
         hidden_sizes=tuple(algo_cfg.hidden_sizes),

@@ -106,11 +106,14 @@ class TrialStepEncoder(nn.Module):
     ``obs_encoder(obs)`` (ReLU), the previous action one-hot over ``num_actions + 1`` (index
     ``num_actions``: no action yet, the trial's first step), the previous reward and whether the previous
     step ended an episode, concatenated and mapped by one Dense layer (a linear embedding).
+    ``reward_by_action`` also feeds the one-hot action times the reward (not in RL^2): what the previous
+    action earned, on that action's own input, which a memory can add up per action.
     """
 
     obs_encoder: nn.Module
     num_actions: int
     features: int
+    reward_by_action: bool = False
 
     @nn.compact
     def __call__(self, inputs: dict[str, jax.Array]) -> jax.Array:
@@ -118,7 +121,10 @@ class TrialStepEncoder(nn.Module):
         action = jax.nn.one_hot(inputs["prev_action"], self.num_actions + 1, dtype=jnp.float32)
         reward = inputs["prev_reward"].astype(jnp.float32)[..., None]
         done = inputs["prev_done"].astype(jnp.float32)[..., None]
-        return nn.Dense(self.features)(jnp.concatenate([obs, action, reward, done], axis=-1))
+        parts = [obs, action, reward, done]
+        if self.reward_by_action:
+            parts.append(action * reward)
+        return nn.Dense(self.features)(jnp.concatenate(parts, axis=-1))
 
 
 class VectorEncoder(nn.Module):
