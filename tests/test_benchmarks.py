@@ -13,6 +13,7 @@ import statistics
 from collections import Counter
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -364,6 +365,38 @@ def test_rl2_cells_merge_single_seed_runs(tmp_path):
     assert cell["per_pull"] == pytest.approx([0.65] * 10)  # pooled over the seeds of both parts
     assert (tmp_path / "archive" / "rl2_bandit_n10_k5_s2" / "summary.json").exists()
     assert bandit_table.rl2_cells(tmp_path / "runs", 10, 10, tmp_path / "archive") is None
+
+
+def test_bandit_behaviour_counts_arms_by_hand():
+    from benchmarks import bandit_behaviour
+    from jaxmeta import bandits
+
+    probs = np.array([[0.2, 0.9, 0.5], [0.8, 0.1, 0.3]])
+    # 10 pulls each: task 0 tries arms 0, 2, then settles on 2 (never its best, arm 1); task 1 tries 1,
+    # then 0 (its best) and stays there.
+    arms = np.array([[0, 2, 2, 2, 2, 2, 2, 2, 2, 2], [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
+    # Task 0's arm 2 pays only at pulls 3-8, so before its last pull arm 2 looks best (6 of 8: 0.7) and
+    # arm 0 (0 of 1: 1/3) does not; task 1's arm 0 never pays: before the last pull it has 0 of 8 (0.1)
+    # against arm 1's 0 of 1 (1/3), so its last pull is not on the arm that looks best.
+    rewards = np.zeros((2, 10))
+    rewards[0, 2:8] = 1.0
+    r = bandit_behaviour.behaviour(arms, rewards, probs, (1, 2, 10))
+    assert r["arms_tried_by"] == {1: 1.0, 2: 2.0, 10: 2.0}
+    assert r["own_best_late"] == 0.5
+    assert r["best_arm_found"] == 0.5 and r["best_arm_late"] == 0.5  # the last pull of each task
+    assert r["mean_reward"] == pytest.approx((0.2 + 9 * 0.5 + 0.1 + 9 * 0.8) / 20)
+    # The classic policies' arms, kept: with play's rewards (the same key, so the same draws), each arm is
+    # what a plain-numpy greedy on the Beta(1, 1) posterior means picks (ties to the lowest arm).
+    key, task_probs = jax.random.PRNGKey(3), jnp.asarray(probs, jnp.float32)
+    chosen, kept = bandit_behaviour.classic_arms(bandits.greedy, None, task_probs, 10, key)
+    rewards = np.asarray(bandits.play(bandits.greedy, None, task_probs, 10, key))
+    np.testing.assert_array_equal(kept, rewards)
+    for task in range(2):
+        successes, failures = np.zeros(3), np.zeros(3)
+        for t in range(10):
+            assert chosen[task, t] == np.argmax((successes + 1) / (successes + failures + 2))
+            successes[chosen[task, t]] += rewards[task, t]
+            failures[chosen[task, t]] += 1 - rewards[task, t]
 
 
 def test_bandit_trial_profile_splits_trials_into_tenths():
