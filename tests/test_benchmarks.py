@@ -154,6 +154,7 @@ def test_torch_reference_jax_side_times_the_updates_it_reports():
     assert ours["param_count"] == sum(x.size for x in jax.tree.leaves(params))
 
 
+@pytest.mark.slow  # compiles PPO and DQN on both sides: ~20 s of the CI budget for a smoke test
 def test_rejax_speed_quick_times_the_same_work_on_both_sides():
     from benchmarks import rejax_speed
 
