@@ -41,26 +41,8 @@ from jaxmeta import bandits  # noqa: E402
 def classic_arms(
     choose: Any, setting: Any, probs: jax.Array, num_pulls: int, key: jax.Array
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The arm and reward of every pull, ``([T, n], [T, n])``, of a :mod:`jaxmeta.bandits` policy (the loop
-    of ``bandits.play``, keeping the arms)."""
-    num_arms = probs.shape[-1]
-
-    def one_task(task_probs: jax.Array, task_key: jax.Array) -> jax.Array:
-        def pull(counts: bandits.ArmCounts, t: jax.Array) -> tuple[bandits.ArmCounts, jax.Array]:
-            reward_key, policy_key = jax.random.split(jax.random.fold_in(task_key, t))
-            arm = choose(counts, t, policy_key, setting)
-            reward = (jax.random.uniform(reward_key) < task_probs[arm]).astype(jnp.float32)
-            one_hot = jax.nn.one_hot(arm, num_arms, dtype=jnp.float32)
-            counts = bandits.ArmCounts(
-                counts.successes + reward * one_hot, counts.failures + (1.0 - reward) * one_hot
-            )
-            return counts, (arm, reward)
-
-        zeros = jnp.zeros((num_arms,), jnp.float32)
-        return jax.lax.scan(pull, bandits.ArmCounts(zeros, zeros), jnp.arange(num_pulls))[1]
-
-    keys = jax.random.split(key, probs.shape[0])
-    arms, rewards = jax.jit(jax.vmap(one_task))(probs, keys)
+    """The arm and reward of every pull, ``([T, n], [T, n])``, of a :mod:`jaxmeta.bandits` policy."""
+    rewards, arms = bandits.play_with_arms(choose, setting, probs, num_pulls, key)
     return np.asarray(arms), np.asarray(rewards)
 
 

@@ -245,6 +245,18 @@ def play(
     come from separate splits of it, so two policies played with the same key meet the same reward
     draws (common random numbers: a reward is 1 where the pull's uniform is below the arm's p).
     """
+    return play_with_arms(choose, setting, probs, num_pulls, key, static_setting)[0]
+
+
+def play_with_arms(
+    choose: Choose,
+    setting: Any,
+    probs: jax.Array,
+    num_pulls: int,
+    key: jax.Array,
+    static_setting: bool = False,
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`play`, also returning the arm of every pull: ``(rewards [T, n], arms [T, n])``."""
     probs = jnp.asarray(probs, jnp.float32)
     if probs.ndim != 2 or probs.shape[-1] < 2:
         raise ValueError(f"probs must be [tasks, arms >= 2], got shape {probs.shape}")
@@ -264,7 +276,9 @@ def _with_setting(choose: Choose, setting: Any) -> Choose:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def _play(choose: Choose, setting: Any, probs: jax.Array, num_pulls: int, key: jax.Array) -> jax.Array:
+def _play(
+    choose: Choose, setting: Any, probs: jax.Array, num_pulls: int, key: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     num_arms = probs.shape[-1]
 
     def one_task(task_probs: jax.Array, task_key: jax.Array) -> jax.Array:
@@ -276,11 +290,10 @@ def _play(choose: Choose, setting: Any, probs: jax.Array, num_pulls: int, key: j
             counts = ArmCounts(
                 counts.successes + reward * one_hot, counts.failures + (1.0 - reward) * one_hot
             )
-            return counts, reward
+            return counts, (reward, arm)
 
         zeros = jnp.zeros((num_arms,), jnp.float32)
-        _, rewards = jax.lax.scan(pull, ArmCounts(zeros, zeros), jnp.arange(num_pulls))
-        return rewards
+        return jax.lax.scan(pull, ArmCounts(zeros, zeros), jnp.arange(num_pulls))[1]
 
     return jax.vmap(one_task)(probs, jax.random.split(key, probs.shape[0]))
 
@@ -348,6 +361,7 @@ __all__ = [
     "optimistic_thompson",
     "optimistic_thompson_mean",
     "play",
+    "play_with_arms",
     "random_arm",
     "thompson",
     "tune",
