@@ -107,7 +107,10 @@ Written by `python benchmarks/paper_figures.py` from the run directories in
 (256), the bank starts empty, 5 episodes of the same task, after each failed
 episode its last L steps join the bank (SNAIL instead sees all frames of the
 trial; RL^2 carries its GRU state through the trial; PPO finetune takes PPO
-steps after each episode). Mean over tasks, then
+steps after each episode). Training: as in the paper, Memory, SNAIL and PPO
+finetune's base policy imitate the path-planning expert on their own trials;
+RL^2 learns without the expert, by PPO on the trial's return (Duan et al.
+2016). Mean over tasks, then
 mean ± std over seeds. The optimum is the Bayes-optimal searcher of
 `envs_jax.optimal_returns` (X=2: 0, 1, 1, 1, 1; X=3: -1/3, 1/3, 1, 1, 1).
 Beside it, "expert imitation" is the return per episode of a policy that
