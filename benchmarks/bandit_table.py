@@ -292,9 +292,15 @@ def write_doc(report: dict[str, Any], path: Path) -> None:
             f"{cells['optimistic_thompson_mean']['mean']:.1f}" if "optimistic_thompson_mean" in cells else "-"
         )
         lines.append(f"| {entry['n']}, {entry['k']} | " + " | ".join(tuned) + f" | {extra} |")
+
+    def spread(c: dict[str, Any]) -> str:
+        if "std_over_seeds" in c:  # an RL^2 cell: its seeds
+            return f"std over {len(c['per_seed'])} seeds {c['std_over_seeds']:.2f}"
+        return f"standard error {c.get('stderr', float('nan')):.2f}"
+
     misses = [
         f"n={e['n']}, k={e['k']}, {TITLES[name]}: {c['mean']:.2f} against {c['paper']} "
-        f"({100 * c['relative_gap']:+.1f}%, standard error {c.get('stderr', float('nan')):.2f})"
+        f"({100 * c['relative_gap']:+.1f}%, {spread(c)})"
         for e in report["settings"]
         for name, c in e["cells"].items()
         if "within_target" in c and not c["within_target"]
