@@ -281,8 +281,8 @@ def _play(
 ) -> tuple[jax.Array, jax.Array]:
     num_arms = probs.shape[-1]
 
-    def one_task(task_probs: jax.Array, task_key: jax.Array) -> jax.Array:
-        def pull(counts: ArmCounts, t: jax.Array) -> tuple[ArmCounts, jax.Array]:
+    def one_task(task_probs: jax.Array, task_key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        def pull(counts: ArmCounts, t: jax.Array) -> tuple[ArmCounts, tuple[jax.Array, jax.Array]]:
             reward_key, policy_key = jax.random.split(jax.random.fold_in(task_key, t))
             arm = choose(counts, t, policy_key, setting)
             reward = (jax.random.uniform(reward_key) < task_probs[arm]).astype(jnp.float32)
