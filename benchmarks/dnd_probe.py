@@ -8,6 +8,14 @@ kernel's effective number of neighbours ``(sum w)^2 / sum w^2`` with ``w = 1 / (
 when the kernel is flat: the estimate is a plain mean of ``k`` values; 1 when the nearest dominates),
 the median key norm, and the spread of the neighbours' values. ``delta`` and ``k`` are the run's.
 
+It also asks whether the greedy policy the dictionaries define depends on the state: all the probed keys
+of a seed (states the agent visited, whatever it did there) are looked up in every action's table,
+leaving out exact matches (a key would otherwise find itself in the table it came from), and it reports
+how the greedy actions are shared out, how often the greedy action is the one played there (the table
+the key came from), and the median gap between the best and second-best estimate. A policy that does
+one thing everywhere (one action's share near 1) or estimates that barely differ between actions mean
+that the embedding does not tell the states apart.
+
     python benchmarks/dnd_probe.py runs/ec_nec_breakout [--queries 300] [--update U]
 """
 
@@ -44,6 +52,38 @@ def probe_table(
     }
 
 
+def greedy_actions(
+    tables: list[tuple[np.ndarray, np.ndarray]],
+    queries: np.ndarray,
+    taken: np.ndarray,
+    k: int,
+    delta: float,
+) -> dict[str, Any]:
+    """The kernel estimate of every action for ``queries [Q, D]``, from that action's ``(keys, values)``,
+    leaving out keys equal to the query; then the greedy actions' shares, the share of queries whose
+    greedy action is ``taken [Q]`` (the table the key was stored in: the action played there), and the
+    median gap between the best and the second-best estimate (``nan`` with one action)."""
+    estimates = np.empty((len(queries), len(tables)))
+    for action, (keys, values) in enumerate(tables):
+        d2 = (queries**2).sum(1)[:, None] - 2.0 * queries @ keys.T + (keys**2).sum(1)[None, :]
+        d2 = np.maximum(d2, 0.0)
+        same = (queries[:, None, :] == keys[None, :, :]).all(-1)
+        d2 = np.where(same, np.inf, d2)
+        order = np.argsort(d2, axis=1, kind="stable")[:, :k]
+        near = np.take_along_axis(d2, order, axis=1)
+        weights = np.where(np.isfinite(near), 1.0 / (near + delta), 0.0)
+        estimates[:, action] = (weights * values[order]).sum(1) / weights.sum(1)
+    greedy = estimates.argmax(1)
+    ranked = np.sort(estimates, axis=1)
+    gap = float(np.median(ranked[:, -1] - ranked[:, -2])) if len(tables) > 1 else float("nan")
+    shares = np.bincount(greedy, minlength=len(tables)) / len(queries)
+    return {
+        "greedy_action_shares": shares.tolist(),
+        "greedy_is_taken": float((greedy == taken).mean()),
+        "best_minus_second_median": gap,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
@@ -70,14 +110,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     keys, values, valid = (np.asarray(dnd[name]) for name in ("keys", "values", "valid"))
     k, delta = cfg.algo.num_neighbours, cfg.algo.delta
     rng = np.random.default_rng(0)
-    per_seed = []
+    per_seed, policies = [], []
     for seed in range(keys.shape[0]):
-        actions = []
+        actions, tables, probed = [], [], []
         for action in range(keys.shape[1]):
             rows = np.flatnonzero(valid[seed, action])
             table_keys, table_values = keys[seed, action, rows], values[seed, action, rows]
             picked = rng.choice(len(rows), min(args.queries, len(rows)), replace=False)
             stats = probe_table(table_keys, table_values, table_keys[picked], k, delta)
+            tables.append((table_keys, table_values))
+            probed.append(table_keys[picked])
             stats["rows"] = len(rows)
             stats["key_norm_median"] = float(np.median(np.linalg.norm(table_keys, axis=-1)))
             actions.append(stats)
@@ -89,6 +131,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{stats['neighbour_value_std_mean']:.2f}"
             )
         per_seed.append(actions)
+        taken = np.concatenate([np.full(len(q), action) for action, q in enumerate(probed)])
+        policy = greedy_actions(tables, np.concatenate(probed), taken, k, delta)
+        policies.append(policy)
+        shares = ", ".join(f"{share:.2f}" for share in policy["greedy_action_shares"])
+        print(
+            f"seed {seed}: greedy action shares over {sum(len(q) for q in probed)} visited states {shares}; "
+            f"greedy where it was played {policy['greedy_is_taken']:.2f}; best minus second-best estimate, "
+            f"median {policy['best_minus_second_median']:.3f}"
+        )
     report = {
         "run_dir": str(run_dir),
         "update": int(update),
@@ -96,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "delta": delta,
         "queries": args.queries,
         "per_seed": per_seed,
+        "greedy_policy": policies,
     }
     out = Path(args.out) if args.out else _common.RESULTS_DIR / f"dnd_probe_{run_dir.name}.json"
     _common.write_json(report, out)

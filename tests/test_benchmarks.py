@@ -257,6 +257,47 @@ def test_dnd_probe_counts_the_neighbours_the_kernel_averages():
     assert stats["kth_sq_distance_median"] == pytest.approx(100.0)
 
 
+def test_dnd_probe_greedy_actions_match_a_python_loop():
+    from benchmarks import dnd_probe
+
+    def reference(tables, queries, k, delta):
+        estimates = []
+        for query in queries:
+            row = []
+            for keys, values in tables:
+                pairs = sorted(
+                    (sum((a - b) ** 2 for a, b in zip(query, key, strict=True)), i)
+                    for i, key in enumerate(keys)
+                    if list(key) != list(query)
+                )[:k]
+                weights = [1.0 / (d + delta) for d, _ in pairs]
+                weighted = sum(w * values[i] for w, (_, i) in zip(weights, pairs, strict=True))
+                row.append(weighted / sum(weights))
+            estimates.append(row)
+        return estimates
+
+    rng = np.random.default_rng(3)
+    tables = [(rng.normal(size=(12, 3)), rng.normal(size=12)) for _ in range(3)]
+    queries = np.concatenate([tables[0][0][:4], tables[2][0][:3], rng.normal(size=(5, 3))])
+    taken = np.array([0] * 4 + [2] * 3 + [1] * 5)
+    got = dnd_probe.greedy_actions(tables, queries, taken, k=4, delta=1e-2)
+    estimates = np.array(reference(tables, queries, 4, 1e-2))
+    expected = np.bincount(estimates.argmax(1), minlength=3) / len(queries)
+    assert got["greedy_action_shares"] == pytest.approx(expected.tolist())
+    assert got["greedy_is_taken"] == pytest.approx((estimates.argmax(1) == taken).mean())
+    ranked = np.sort(estimates, 1)
+    assert got["best_minus_second_median"] == pytest.approx(np.median(ranked[:, -1] - ranked[:, -2]))
+    # Two clusters of states, action 0 worth 1 near the origin and action 1 worth 1 far away: a
+    # state-dependent policy, each action greedy in half the states, the estimates 1 apart.
+    near, far = rng.normal(scale=0.01, size=(6, 2)), 10.0 + rng.normal(scale=0.01, size=(6, 2))
+    keys = np.concatenate([near, far])
+    tables = [(keys, np.repeat([1.0, 0.0], 6)), (keys, np.repeat([0.0, 1.0], 6))]
+    got = dnd_probe.greedy_actions(tables, keys, np.zeros(12, int), k=3, delta=1e-3)
+    assert got["greedy_action_shares"] == pytest.approx([0.5, 0.5])
+    assert got["greedy_is_taken"] == pytest.approx(0.5)
+    assert got["best_minus_second_median"] == pytest.approx(1.0)
+
+
 def _fake_run(path, updates, eval_every, summary=None):
     """A run directory with one train line per seed and update, and eval lines every ``eval_every``."""
     path.mkdir(parents=True)
